@@ -1,0 +1,30 @@
+# s3-api-fanout: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+RECORDS ?= 1000000
+WORKERS ?= 8
+
+.PHONY: demo test setup build lint unit test-integration bench clean
+
+## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
+demo: setup
+	cargo build --release --locked -p fanout -p mock-api
+	RECORDS=$(RECORDS) WORKERS=$(WORKERS) scripts/with-stack.sh scripts/demo.sh
+
+## test: every check and test (formatting, clippy, unit, property, integration on the local stack).
+test: setup lint
+	scripts/with-stack.sh cargo test --workspace --locked
+
+## setup: the Python venv with the local AWS (moto).
+setup:
+	@scripts/setup.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## bench: criterion benchmarks (reader throughput, request rendering).
+bench:
+	cargo bench -p fanout-shared --bench throughput
+
+clean:
+	rm -rf target .venv .local

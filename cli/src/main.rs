@@ -1,0 +1,289 @@
+//! `fanout`: validate pipeline configs, generate test data, and run jobs on a local stack.
+
+mod generate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use fanout::config::PipelineConfig;
+use fanout::local::{self, PollerOptions, StackNames};
+use fanout::record::parse_csv_header;
+use fanout::request::compile;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Call a REST API once per record of a big S3 object."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline config offline (and against a CSV header, if given).
+    Validate {
+        file: PathBuf,
+        /// A sample input file: its CSV header is checked against the config's placeholders.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
+    /// Generate a test input file.
+    Generate {
+        #[arg(long)]
+        records: u64,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Create the bucket, queues and ledger table unless they exist.
+    Up {
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+    },
+    /// Upload an input and run its job with the splitter and worker handlers, polling SQS like
+    /// Lambda's event source mapping.
+    Run {
+        /// The input file (CSV with a header row, or JSON Lines).
+        #[arg(long)]
+        input: PathBuf,
+        /// The pipeline config (YAML).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Pipeline name; the input goes to input/<name>/<file name>. Defaults to the config's file stem.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+        /// Simulated worker containers (the event source mapping's maximum concurrency).
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Manifests per worker invocation.
+        #[arg(long, default_value_t = 1)]
+        batch_size: i32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    fanout::telemetry::init_text("warn");
+    match Cli::parse().command {
+        Command::Validate { file, sample } => validate(&file, sample.as_deref()),
+        Command::Generate {
+            records,
+            format,
+            out,
+        } => generate::write(&out, records, matches!(format, Format::Jsonl)),
+        Command::Local { command } => match command {
+            LocalCommand::Up { prefix } => {
+                let config = fanout::aws::load_config().await;
+                let stack = local::ensure_stack(&config, &StackNames::with_prefix(&prefix)).await?;
+                println!(
+                    "{}",
+                    json!({"bucket": stack.names.bucket, "queue_url": stack.queue_url, "dlq_url": stack.dlq_url, "table": stack.names.table})
+                );
+                Ok(())
+            }
+            LocalCommand::Run {
+                input,
+                pipeline,
+                name,
+                prefix,
+                workers,
+                batch_size,
+                timeout_secs,
+                quiet,
+            } => {
+                let options = PollerOptions {
+                    workers,
+                    batch_size,
+                };
+                run(
+                    &input,
+                    &pipeline,
+                    name,
+                    &prefix,
+                    &options,
+                    Duration::from_secs(timeout_secs),
+                    quiet,
+                )
+                .await
+            }
+        },
+    }
+}
+
+fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+    let config = PipelineConfig::from_yaml(&name, &text)?;
+    if let Some(sample) = sample {
+        let header = match config.input.format {
+            fanout::config::InputFormat::Csv => {
+                let data = std::fs::read(sample)
+                    .with_context(|| format!("reading {}", sample.display()))?;
+                let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
+                let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                Some(
+                    parse_csv_header(line, config.input.delimiter as u8)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?,
+                )
+            }
+            fanout::config::InputFormat::Jsonl => None,
+        };
+        compile(&config, header.as_deref(), &name)?;
+    }
+    println!("{name}: ok");
+    Ok(())
+}
+
+async fn run(
+    input: &Path,
+    pipeline: &Path,
+    name: Option<String>,
+    prefix: &str,
+    options: &PollerOptions,
+    timeout: Duration,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let yaml = std::fs::read_to_string(pipeline)
+        .with_context(|| format!("reading {}", pipeline.display()))?;
+    // Fail fast on a bad config, with the local file's name in the message.
+    PipelineConfig::from_yaml(&pipeline.display().to_string(), &yaml)?;
+    let name = name.unwrap_or_else(|| {
+        pipeline
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let file_name = input
+        .file_name()
+        .context("input has no file name")?
+        .to_string_lossy()
+        .into_owned();
+
+    let config = fanout::aws::load_config().await;
+    let stack = local::ensure_stack(&config, &StackNames::with_prefix(prefix)).await?;
+    local::put_pipeline(&config, &stack.names.bucket, &name, &yaml).await?;
+    let key = format!("input/{name}/{file_name}");
+    eprintln!(
+        "uploading {} to s3://{}/{key}",
+        input.display(),
+        stack.names.bucket
+    );
+    let event = local::upload_input(&config, &stack.names.bucket, &key, input).await?;
+
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} manifests  {msg}",
+    )?);
+    let progress = |job: &fanout::ledger::JobRecord| {
+        bar.set_length(job.manifests_total.into());
+        bar.set_position(job.manifests_done.into());
+        let secs = bar.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{} records ({:.0}/s), {} failed, {} rejected",
+            job.counts.records,
+            job.counts.records as f64 / secs,
+            job.counts.failed,
+            job.counts.rejected
+        ));
+    };
+    let report = local::run_event(&config, &stack, event, options, timeout, &progress).await?;
+    bar.finish_and_clear();
+    print_report(&report)
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+fn print_report(report: &local::RunReport) -> anyhow::Result<()> {
+    let job = report.job.as_ref();
+    if let Some(j) = job.filter(|j| j.error.is_some()) {
+        eprintln!(
+            "job {} FAILED: {}",
+            j.job_id,
+            j.error.as_deref().unwrap_or_default()
+        );
+    }
+    let mut line = json!({
+        "job_id": report.job_id,
+        "status": job.map(|j| j.status.as_str()),
+        "wall_seconds": (report.wall_seconds * 100.0).round() / 100.0,
+        "peak_rss_mb": peak_rss_mb(),
+        "worker_invocations": report.invocations,
+    });
+    if let Some(s) = &report.summary {
+        let rate = s.input_records as f64 / report.wall_seconds.max(1e-9);
+        eprintln!("job {}  ({} manifests)", s.job_id, s.manifests);
+        eprintln!(
+            "  records   {:>10}   ok {}   failed {}   rejected {}   blank lines {}",
+            s.input_records, s.succeeded, s.failed, s.rejected, s.blank_lines
+        );
+        eprintln!(
+            "  wall      {:>10.2} s   {:.0} records/s",
+            report.wall_seconds, rate
+        );
+        eprintln!(
+            "  latency   p50 {} ms   p95 {} ms   p99 {} ms   max {} ms",
+            s.latency.p50_ms, s.latency.p95_ms, s.latency.p99_ms, s.latency.max_ms
+        );
+        eprintln!(
+            "  reconciled (ok + failed + rejected = records): {}",
+            s.reconciled
+        );
+        let extra = json!({
+            "input_records": s.input_records, "succeeded": s.succeeded, "failed": s.failed, "rejected": s.rejected,
+            "blank_lines": s.blank_lines, "manifests": s.manifests, "reconciled": s.reconciled,
+            "records_per_second": rate.round(), "latency_ms": s.latency,
+        });
+        line.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+    } else if report.job_id.is_none() {
+        eprintln!("no job started: {:?}", report.split);
+    }
+    println!("{line}");
+    if job.is_some_and(|j| j.status == fanout::ledger::JobStatus::Failed) {
+        anyhow::bail!("the job failed");
+    }
+    Ok(())
+}

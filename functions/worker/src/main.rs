@@ -1,0 +1,19 @@
+//! The worker Lambda: SQS batches of manifests in, a partial batch response out, so that only the
+//! failed manifests return to the queue. All logic is in `fanout::worker`.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use fanout::worker::handle_sqs_event;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    fanout::telemetry::init_json();
+    // Clients (S3, DynamoDB, the pooled HTTP client) are built once per cold start.
+    let config = fanout::aws::load_config().await;
+    let deps = fanout::aws::worker_deps_from_env(&config)?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let deps = &deps;
+        async move { Ok::<SqsBatchResponse, Error>(handle_sqs_event(event.payload, deps).await) }
+    }))
+    .await
+}

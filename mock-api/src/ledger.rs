@@ -1,0 +1,228 @@
+//! Request bookkeeping: counters, 100 ms windows, idempotency keys and the
+//! token bucket. Everything that must be mutually consistent lives behind one
+//! short-lived mutex so a single lock per arrival is enough.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::MockStats;
+
+/// Width of one throughput window in `MockStats::windows_100ms`.
+const WINDOW: Duration = Duration::from_millis(100);
+
+/// One slot per possible status code, so recording a status is one atomic add
+/// and never takes a lock.
+const STATUS_SLOTS: usize = 1000;
+
+/// What we know about one idempotency key.
+#[derive(Debug, Default)]
+struct KeyState {
+    succeeded: bool,
+}
+
+/// Classic token bucket. Starts full the first time it is used.
+#[derive(Debug, Default)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// Takes one token if available. `rate` is tokens per second; capacity is
+    /// `rate * burst` but never below one token, so a tiny burst still lets
+    /// traffic through at the configured rate.
+    pub(crate) fn try_take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        if rate.is_nan() || rate <= 0.0 {
+            return false; // A zero (or nonsense) limit admits nothing.
+        }
+        if rate.is_infinite() {
+            return true;
+        }
+        let capacity = (rate * burst).max(1.0);
+        self.tokens = match self.last {
+            None => capacity,
+            // `now` is sampled before the lock is taken, so it can be slightly
+            // older than `last`; saturate rather than panic.
+            Some(last) => {
+                let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
+                (self.tokens + refill).min(capacity)
+            }
+        };
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// State guarded by the ledger mutex.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    total: u64,
+    first: Option<Instant>,
+    windows: Vec<u64>,
+    keys: HashMap<String, KeyState>,
+    repeated_keys: u64,
+    duplicate_successes: u64,
+    requests_without_key: u64,
+    pub(crate) bucket: TokenBucket,
+}
+
+impl Ledger {
+    /// Counts an arriving request: total, its 100 ms window and its key.
+    pub(crate) fn count_arrival(&mut self, now: Instant, key: Option<&str>) {
+        self.total += 1;
+        self.count_window(now);
+        self.count_key(key);
+    }
+
+    fn count_window(&mut self, now: Instant) {
+        let first = *self.first.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(first);
+        let index = (elapsed.as_millis() / WINDOW.as_millis()) as usize;
+        if self.windows.len() <= index {
+            self.windows.resize(index + 1, 0);
+        }
+        self.windows[index] += 1;
+    }
+
+    fn count_key(&mut self, key: Option<&str>) {
+        let Some(key) = key else {
+            self.requests_without_key += 1;
+            return;
+        };
+        if self.keys.contains_key(key) {
+            self.repeated_keys += 1;
+        } else {
+            self.keys.insert(key.to_owned(), KeyState::default());
+        }
+    }
+
+    /// Marks a 2xx answer for `key`; a second success for the same key is a
+    /// duplicate side effect that a correct client must never cause.
+    fn count_success(&mut self, key: &str) {
+        // The key may be missing if `reset` ran while the request was in
+        // flight; treat that as a fresh key.
+        let state = self.keys.entry(key.to_owned()).or_default();
+        if state.succeeded {
+            self.duplicate_successes += 1;
+        } else {
+            state.succeeded = true;
+        }
+    }
+}
+
+/// Ledger plus the lock-free per-status counters.
+pub(crate) struct Counters {
+    ledger: Mutex<Ledger>,
+    by_status: Box<[AtomicU64]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            ledger: Mutex::new(Ledger::default()),
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("mock-api ledger lock poisoned")
+    }
+
+    /// Records the status a request was answered with.
+    pub(crate) fn record_status(&self, status: u16, key: Option<&str>) {
+        if let Some(slot) = self.by_status.get(usize::from(status)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (true, Some(key)) = ((200..300).contains(&status), key) {
+            self.lock().count_success(key);
+        }
+    }
+
+    /// Consistent snapshot: the ledger lock is held while reading the atomics
+    /// so that `reset` cannot interleave.
+    pub(crate) fn snapshot(&self) -> MockStats {
+        let ledger = self.lock();
+        MockStats {
+            total_requests: ledger.total,
+            by_status: self.status_map(),
+            windows_100ms: ledger.windows.clone(),
+            keys_seen: ledger.keys.len() as u64,
+            repeated_keys: ledger.repeated_keys,
+            duplicate_successes: ledger.duplicate_successes,
+            requests_without_key: ledger.requests_without_key,
+        }
+    }
+
+    fn status_map(&self) -> BTreeMap<u16, u64> {
+        self.by_status
+            .iter()
+            .enumerate()
+            .filter_map(|(status, slot)| {
+                let count = slot.load(Ordering::Relaxed);
+                (count > 0).then_some((status as u16, count))
+            })
+            .collect()
+    }
+
+    /// Zeroes everything, including the token bucket (a reset starts a fresh
+    /// scenario, which should begin with a full burst).
+    pub(crate) fn reset(&self) {
+        let mut ledger = self.lock();
+        *ledger = Ledger::default();
+        for slot in self.by_status.iter() {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_capacity_then_refills_at_rate() {
+        let mut bucket = TokenBucket::default();
+        let t0 = Instant::now();
+        // rate 100/s, burst 0.05 -> capacity 5.
+        let granted = (0..20).filter(|_| bucket.try_take(t0, 100.0, 0.05)).count();
+        assert_eq!(granted, 5);
+        // 50 ms later, 5 more tokens have accrued.
+        let t1 = t0 + Duration::from_millis(50);
+        let granted = (0..20).filter(|_| bucket.try_take(t1, 100.0, 0.05)).count();
+        assert_eq!(granted, 5);
+    }
+
+    #[test]
+    fn bucket_capacity_is_at_least_one() {
+        let mut bucket = TokenBucket::default();
+        let t0 = Instant::now();
+        assert!(bucket.try_take(t0, 1.0, 0.0));
+        assert!(!bucket.try_take(t0, 1.0, 0.0));
+        assert!(!TokenBucket::default().try_take(t0, 0.0, 1.0));
+    }
+
+    #[test]
+    fn windows_and_keys_are_counted() {
+        let mut ledger = Ledger::default();
+        let t0 = Instant::now();
+        ledger.count_arrival(t0, Some("a"));
+        ledger.count_arrival(t0 + Duration::from_millis(250), Some("a"));
+        ledger.count_arrival(t0 + Duration::from_millis(260), None);
+        assert_eq!(ledger.windows, vec![1, 0, 2]);
+        assert_eq!(ledger.keys.len(), 1);
+        assert_eq!(ledger.repeated_keys, 1);
+        assert_eq!(ledger.requests_without_key, 1);
+        ledger.count_success("a");
+        ledger.count_success("a");
+        assert_eq!(ledger.duplicate_successes, 1);
+    }
+}

@@ -1,0 +1,444 @@
+//! End-to-end tests over real sockets, using a tiny raw HTTP/1.1 client so the
+//! crate needs no HTTP client dependency.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mock_api::{MockApi, MockConfig, MockStats};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("response body is JSON")
+    }
+}
+
+/// One request on a fresh `Connection: close` socket; reads until EOF.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = std::str::from_utf8(&raw[..split]).expect("utf8 head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Resp {
+    send(addr, "GET", path, &[], b"").await
+}
+
+async fn start(config: MockConfig) -> MockApi {
+    MockApi::start(config).await.expect("start mock")
+}
+
+#[tokio::test]
+async fn echoes_request_details_with_200() {
+    let api = start(MockConfig::default()).await;
+    assert!(api.base_url().starts_with("http://127.0.0.1:"));
+    let body = br#"{"id":7,"name":"x"}"#;
+    let resp = send(
+        api.addr(),
+        "POST",
+        "/v1/items/7?dry=1",
+        &[
+            ("Idempotency-Key", "k-7"),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let expected = json!({
+        "ok": true, "method": "POST", "path": "/v1/items/7", "query": "dry=1",
+        "key": "k-7", "body_len": body.len(), "echo": {"id": 7, "name": "x"},
+    });
+    assert_eq!(resp.json(), expected);
+
+    let plain = send(api.addr(), "PUT", "/x", &[], b"not json").await.json();
+    assert_eq!(plain["echo"], Value::Null);
+    assert_eq!(plain["key"], Value::Null);
+    assert_eq!(plain["query"], Value::Null);
+    assert_eq!(plain["body_len"], 8);
+    assert_eq!(api.stats().status(200), 2);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn accepts_multi_megabyte_bodies() {
+    let api = start(MockConfig::default()).await;
+    let body = vec![b'a'; 5 * 1024 * 1024];
+    let resp = send(api.addr(), "POST", "/big", &[], &body).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body_len"], body.len());
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_rate_one_answers_all_503() {
+    let api = start(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(api.addr(), "/r").await.status, 503);
+    }
+    let stats = api.stats();
+    assert_eq!(stats.total_requests, 20);
+    assert_eq!(stats.by_status, [(503, 20)].into_iter().collect());
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn random_429_carries_retry_after() {
+    let api = start(MockConfig {
+        rate_429: 1.0,
+        retry_after_secs: 7,
+        ..MockConfig::default()
+    })
+    .await;
+    let resp = get(api.addr(), "/r").await;
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert_eq!(api.stats().status(429), 1);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn enforced_rate_limit_caps_successes() {
+    let (rate, burst) = (50.0, 0.1);
+    let api = start(MockConfig {
+        rate_limit: Some(rate),
+        burst,
+        retry_after_secs: 3,
+        ..MockConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(get(api.addr(), "/limited")))
+        .collect();
+    let mut ok = 0u64;
+    for request in requests {
+        let resp = request.await.expect("request task");
+        match resp.status {
+            200 => ok += 1,
+            429 => assert_eq!(resp.header("retry-after"), Some("3")),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let capacity = (rate * burst).max(1.0);
+    let allowed = (rate * elapsed + capacity).ceil() as u64;
+    assert!(ok >= 1, "the initial burst must get through");
+    assert!(
+        ok <= allowed,
+        "{ok} successes > {allowed} allowed in {elapsed:.3}s"
+    );
+    let stats = api.stats();
+    assert_eq!(stats.status(429), 200 - ok);
+    assert!(stats.status(429) >= 100, "most requests must be limited");
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_duplicate_successes() {
+    let api = start(MockConfig::default()).await;
+    let key = [("idempotency-key", "abc")]; // header match is case-insensitive
+    assert_eq!(send(api.addr(), "POST", "/a", &key, b"").await.status, 200);
+    assert_eq!(send(api.addr(), "POST", "/a", &key, b"").await.status, 200);
+    get(api.addr(), "/no-key").await;
+
+    // A retry after a failure is legitimate: no duplicate success.
+    api.set_config(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    });
+    let other = [("Idempotency-Key", "def")];
+    assert_eq!(
+        send(api.addr(), "POST", "/b", &other, b"").await.status,
+        503
+    );
+    api.set_config(MockConfig::default());
+    assert_eq!(
+        send(api.addr(), "POST", "/b", &other, b"").await.status,
+        200
+    );
+
+    let stats = api.stats();
+    assert_eq!(stats.keys_seen, 2);
+    assert_eq!(stats.repeated_keys, 2);
+    assert_eq!(stats.duplicate_successes, 1);
+    assert_eq!(stats.requests_without_key, 1);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_idempotency_header_is_used() {
+    let api = start(MockConfig {
+        idempotency_header: "X-Request-Id".into(),
+        ..MockConfig::default()
+    })
+    .await;
+    let resp = send(api.addr(), "GET", "/", &[("x-request-id", "r1")], b"").await;
+    assert_eq!(resp.json()["key"], "r1");
+    send(
+        api.addr(),
+        "GET",
+        "/",
+        &[("Idempotency-Key", "ignored")],
+        b"",
+    )
+    .await;
+    let stats = api.stats();
+    assert_eq!(stats.keys_seen, 1);
+    assert_eq!(stats.requests_without_key, 1);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn windows_sum_to_total() {
+    let api = start(MockConfig::default()).await;
+    for _ in 0..5 {
+        get(api.addr(), "/w").await;
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for _ in 0..4 {
+        get(api.addr(), "/w").await;
+    }
+    let stats = api.stats();
+    assert_eq!(stats.total_requests, 9);
+    assert_eq!(stats.windows_100ms.iter().sum::<u64>(), 9);
+    assert!(stats.windows_100ms.len() >= 3, "{:?}", stats.windows_100ms);
+    assert_eq!(stats.windows_100ms[0], 5);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn set_config_switches_to_outage_at_runtime() {
+    let api = start(MockConfig {
+        latency_min_ms: 200,
+        latency_max_ms: 200,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut outage = api.config();
+    outage.outage = true;
+    api.set_config(outage.clone());
+    assert_eq!(api.config(), outage);
+    let started = Instant::now();
+    assert_eq!(get(api.addr(), "/o").await.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "an outage answers without the configured latency"
+    );
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_endpoints_work_and_are_not_counted() {
+    let api = start(MockConfig::default()).await;
+    assert_eq!(get(api.addr(), "/x").await.status, 200);
+
+    let stats: MockStats =
+        serde_json::from_slice(&get(api.addr(), "/_mock/stats").await.body).expect("stats JSON");
+    assert_eq!(stats.total_requests, 1);
+
+    let put = send(
+        api.addr(),
+        "PUT",
+        "/_mock/config",
+        &[],
+        br#"{"outage":true}"#,
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    assert!(api.config().outage);
+    let patch = br#"{"error_rate":0.5}"#;
+    send(api.addr(), "PATCH", "/_mock/config", &[], patch).await;
+    let config: MockConfig =
+        serde_json::from_slice(&get(api.addr(), "/_mock/config").await.body).expect("config");
+    assert!(config.outage, "PATCH keeps other fields");
+    assert_eq!(config.error_rate, 0.5);
+    assert_eq!(get(api.addr(), "/x").await.status, 503);
+
+    assert_eq!(
+        send(api.addr(), "POST", "/_mock/reset", &[], b"")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(api.stats().total_requests, 0);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_zeroes_everything() {
+    let api = start(MockConfig {
+        rate_limit: Some(1.0),
+        burst: 0.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let key = [("Idempotency-Key", "k")];
+    assert_eq!(send(api.addr(), "POST", "/", &key, b"").await.status, 200);
+    assert_eq!(send(api.addr(), "POST", "/", &key, b"").await.status, 429);
+    assert_ne!(api.stats().total_requests, 0);
+
+    api.reset();
+    let empty = MockStats {
+        total_requests: 0,
+        by_status: Default::default(),
+        windows_100ms: vec![],
+        keys_seen: 0,
+        repeated_keys: 0,
+        duplicate_successes: 0,
+        requests_without_key: 0,
+    };
+    assert_eq!(api.stats(), empty);
+    // The bucket is refilled too, so a fresh scenario starts with its burst.
+    assert_eq!(send(api.addr(), "POST", "/", &key, b"").await.status, 200);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn latency_and_hang_are_applied() {
+    let api = start(MockConfig {
+        latency_min_ms: 60,
+        latency_max_ms: 80,
+        ..MockConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(get(api.addr(), "/slow").await.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(60));
+
+    api.set_config(MockConfig {
+        timeout_rate: 1.0,
+        hang_ms: 100,
+        ..MockConfig::default()
+    });
+    let started = Instant::now();
+    assert_eq!(get(api.addr(), "/hang").await.status, 504);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(api.stats().status(504), 1);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_cuts_hangs_short_and_stops_listening() {
+    let api = start(MockConfig {
+        timeout_rate: 1.0,
+        hang_ms: 60_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = api.addr();
+    let hung = tokio::spawn(get(addr, "/hang"));
+    // Wait until the request has arrived, so it is in flight at shutdown.
+    while api.stats().total_requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    api.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(hung.await.expect("hung request").status, 504);
+    assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn binary_announces_address_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    use tokio::process::Command;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-api"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--latency-ms",
+            "0-1",
+            "--rate-429",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mock-api");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("read announce line");
+    let url = line
+        .trim()
+        .strip_prefix("mock-api listening on http://")
+        .expect("announce line format");
+    let addr: SocketAddr = url.parse().expect("announced address");
+    assert!(addr.ip().is_loopback());
+    assert_eq!(get(addr, "/").await.status, 429);
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(killed.expect("run kill").success());
+    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .expect("exits promptly")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}

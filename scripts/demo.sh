@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The local demo: generates RECORDS records, starts the mock API, runs the job on the local stack
+# with the same handlers as Lambda, and prints the summary (last line: one JSON object).
+# Run it through `make demo` (which builds and sets up first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+records=${RECORDS:-1000000}
+workers=${WORKERS:-8}
+bin=target/release
+mkdir -p .local
+input=.local/demo-$records.csv
+[ -f "$input" ] || $bin/fanout generate --records "$records" --format csv --out "$input"
+
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The demo API answers in 1-5 ms and enforces no rate limit ("rate limit off").
+$bin/mock-api --bind "127.0.0.1:$api_port" --latency-ms 1-5 >.local/mock-api.log 2>&1 &
+api_pid=$!
+trap 'kill $api_pid 2>/dev/null; wait $api_pid 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 50); do grep -q listening .local/mock-api.log && break; sleep 0.1; done
+
+pipeline=.local/demo.yaml
+sed "s|{{API_BASE_URL}}|http://127.0.0.1:$api_port|" pipelines/demo.yaml >"$pipeline"
+$bin/fanout validate "$pipeline" --sample "$input" >&2
+$bin/fanout local run --input "$input" --pipeline "$pipeline" --name demo --workers "$workers" ${QUIET:+--quiet}

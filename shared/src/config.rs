@@ -1,0 +1,479 @@
+//! Pipeline configuration: the YAML file that says how records become API requests.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the file and the field, so
+//! a bad config fails the job at split time with a message a user can act on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::template::{self, BodyTemplate, Template};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default = "defaults::version")]
+    pub version: u32,
+    pub input: InputConfig,
+    pub request: RequestConfig,
+    #[serde(default)]
+    pub client: ClientConfig,
+    #[serde(default)]
+    pub split: SplitConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub format: InputFormat,
+    /// Field schema. For CSV each field must be a header column; when empty, every column is a
+    /// string field. For JSON Lines, placeholders that are not declared here are required fields
+    /// of any type.
+    #[serde(default)]
+    pub fields: Vec<FieldSpec>,
+    /// CSV field delimiter (one ASCII character).
+    #[serde(default = "defaults::delimiter")]
+    pub delimiter: char,
+    /// A record longer than this is rejected without being buffered whole.
+    #[serde(default = "defaults::max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub ty: FieldType,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    #[default]
+    String,
+    Integer,
+    Number,
+    Boolean,
+    /// Any JSON value (JSON Lines only; CSV values are strings).
+    Any,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+            FieldType::Any => "any",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    #[serde(default = "defaults::method")]
+    pub method: String,
+    /// Absolute http(s) URL with `{field}` placeholders in its path, query or fragment.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body template: strings holding placeholders are filled in; a string that is exactly one
+    /// placeholder takes the field's typed value.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Header that carries `<job id>-<record offset>`, the same on every retry. Empty disables it.
+    #[serde(default = "defaults::idempotency_header")]
+    pub idempotency_header: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Requests in flight per worker container.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per record, including the first.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Response bodies are kept up to this size in results.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: defaults::concurrency(),
+            timeout_ms: defaults::timeout_ms(),
+            max_attempts: defaults::max_attempts(),
+            max_response_bytes: defaults::max_response_bytes(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Bytes of input per manifest.
+    #[serde(default = "defaults::chunk_bytes")]
+    pub chunk_bytes: u64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: defaults::chunk_bytes(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn version() -> u32 {
+        1
+    }
+    pub fn delimiter() -> char {
+        ','
+    }
+    pub fn max_record_bytes() -> usize {
+        1 << 20
+    }
+    pub fn method() -> String {
+        "GET".into()
+    }
+    pub fn idempotency_header() -> String {
+        "Idempotency-Key".into()
+    }
+    pub fn concurrency() -> usize {
+        64
+    }
+    pub fn timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    pub fn max_response_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn chunk_bytes() -> u64 {
+        4 << 20
+    }
+}
+
+/// A configuration error: which file, which field, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.message)
+        }
+    }
+}
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+impl PipelineConfig {
+    /// Parses and validates a config. `file` names it in errors (a path or an S3 URI).
+    pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: PipelineConfig = serde_yaml::from_str(text).map_err(|e| {
+            let location = e
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()));
+            ConfigError {
+                file: file.to_string(),
+                field: String::new(),
+                message: format!(
+                    "{e}{}",
+                    location
+                        .filter(|_| !e.to_string().contains(" at line "))
+                        .unwrap_or_default()
+                ),
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without the input's header.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            file: file.into(),
+            field: field.into(),
+            message,
+        };
+        if self.version != 1 {
+            return Err(err(
+                "version",
+                format!("unsupported version {}, expected 1", self.version),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, f) in self.input.fields.iter().enumerate() {
+            let field = format!("input.fields[{i}].name");
+            if f.name.is_empty() || f.name.contains(['{', '}']) {
+                return Err(err(&field, format!("invalid field name {:?}", f.name)));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(err(&field, format!("duplicate field {:?}", f.name)));
+            }
+            if f.ty == FieldType::Any && self.input.format == InputFormat::Csv {
+                return Err(err(
+                    &format!("input.fields[{i}].type"),
+                    "type 'any' is for JSON Lines only".into(),
+                ));
+            }
+        }
+        let d = self.input.delimiter;
+        if !d.is_ascii() || matches!(d, '"' | '\n' | '\r') {
+            return Err(err(
+                "input.delimiter",
+                format!(
+                    "{d:?} cannot be a delimiter: use one ASCII character other than quote and newline"
+                ),
+            ));
+        }
+        check_range(
+            &err,
+            "input.max_record_bytes",
+            self.input.max_record_bytes as u64,
+            1,
+            64 << 20,
+        )?;
+        if !METHODS.contains(&self.request.method.as_str()) {
+            return Err(err(
+                "request.method",
+                format!(
+                    "{:?} is not one of {}",
+                    self.request.method,
+                    METHODS.join(", ")
+                ),
+            ));
+        }
+        let referenced = self
+            .referenced_fields()
+            .map_err(|(field, message)| err(&field, message))?;
+        if !self.input.fields.is_empty() {
+            for (field, name) in &referenced {
+                if !names.contains(name.as_str()) {
+                    return Err(err(
+                        field,
+                        format!("placeholder {{{name}}} names no field of input.fields"),
+                    ));
+                }
+            }
+        }
+        let h = &self.request.idempotency_header;
+        if !h.is_empty() && reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(err(
+                "request.idempotency_header",
+                format!("{h:?} is not a valid header name"),
+            ));
+        }
+        for name in self.request.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(err(
+                    &format!("request.headers.{name}"),
+                    "not a valid header name".into(),
+                ));
+            }
+        }
+        check_range(
+            &err,
+            "client.concurrency",
+            self.client.concurrency as u64,
+            1,
+            4096,
+        )?;
+        check_range(
+            &err,
+            "client.timeout_ms",
+            self.client.timeout_ms,
+            1,
+            900_000,
+        )?;
+        check_range(
+            &err,
+            "client.max_attempts",
+            self.client.max_attempts.into(),
+            1,
+            20,
+        )?;
+        check_range(
+            &err,
+            "client.max_response_bytes",
+            self.client.max_response_bytes as u64,
+            0,
+            1 << 20,
+        )?;
+        check_range(
+            &err,
+            "split.chunk_bytes",
+            self.split.chunk_bytes,
+            1,
+            1 << 30,
+        )?;
+        Ok(())
+    }
+
+    /// Every placeholder of the request, as (config field path, placeholder name).
+    /// Also checks the templates' syntax and the URL's fixed parts.
+    pub fn referenced_fields(&self) -> Result<Vec<(String, String)>, (String, String)> {
+        let mut out = Vec::new();
+        let url = Template::parse(&self.request.url).map_err(|m| ("request.url".to_string(), m))?;
+        template::check_url_template(&self.request.url, &url)
+            .map_err(|m| ("request.url".to_string(), m))?;
+        out.extend(
+            url.placeholders()
+                .map(|p| ("request.url".to_string(), p.to_string())),
+        );
+        for (name, value) in &self.request.headers {
+            let field = format!("request.headers.{name}");
+            if value.contains(['\r', '\n']) {
+                return Err((field, "CR or LF in a header value".into()));
+            }
+            let t = Template::parse(value).map_err(|m| (field.clone(), m))?;
+            out.extend(t.placeholders().map(|p| (field.clone(), p.to_string())));
+        }
+        if let Some(body) = &self.request.body {
+            let t = BodyTemplate::parse(body).map_err(|m| ("request.body".to_string(), m))?;
+            out.extend(
+                t.placeholders()
+                    .into_iter()
+                    .map(|p| ("request.body".to_string(), p)),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn check_range(
+    err: &impl Fn(&str, String) -> ConfigError,
+    field: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(err(field, format!("{value} is out of range {min}..={max}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+input:
+  format: csv
+  fields:
+    - { name: id, type: integer, required: true }
+    - { name: email }
+request:
+  method: POST
+  url: "https://api.example.com/users/{id}?email={email}"
+  headers: { X-Source: fanout }
+  body: { id: "{id}", note: "user {email}" }
+"#;
+
+    fn error_of(yaml: &str) -> ConfigError {
+        PipelineConfig::from_yaml("pipelines/p.yaml", yaml).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = PipelineConfig::from_yaml("p.yaml", GOOD).unwrap();
+        assert_eq!(c.client.concurrency, 64);
+        assert_eq!(c.request.idempotency_header, "Idempotency-Key");
+        assert_eq!(c.split.chunk_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = error_of(&GOOD.replace("  method: POST", "  method: POST\n  retries: 3"));
+        let text = e.to_string();
+        assert!(text.starts_with("pipelines/p.yaml: "), "{text}");
+        assert!(text.contains("unknown field `retries`"), "{text}");
+        assert!(text.contains("line"), "{text}");
+    }
+
+    #[test]
+    fn placeholder_naming_no_field_is_rejected() {
+        let e = error_of(&GOOD.replace("email={email}", "email={mail}"));
+        assert_eq!(e.field, "request.url");
+        assert!(e.message.contains("{mail}"), "{e}");
+    }
+
+    #[test]
+    fn relative_or_non_http_url_is_rejected() {
+        for url in ["/users/{id}", "ftp://h/{id}", "users"] {
+            let e =
+                error_of(&GOOD.replace("https://api.example.com/users/{id}?email={email}", url));
+            assert_eq!(e.field, "request.url", "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn placeholder_in_host_is_rejected() {
+        let e = error_of(&GOOD.replace(
+            "https://api.example.com/users/{id}",
+            "https://{id}.example.com/users",
+        ));
+        assert_eq!(e.field, "request.url");
+        assert!(e.message.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn bad_method_header_and_limits_name_their_field() {
+        assert_eq!(
+            error_of(&GOOD.replace("method: POST", "method: FETCH")).field,
+            "request.method"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("X-Source: fanout", "\"Bad Header\": x")).field,
+            "request.headers.Bad Header"
+        );
+        let with_client = format!("{GOOD}client: {{ concurrency: 0 }}\n");
+        assert_eq!(error_of(&with_client).field, "client.concurrency");
+        let with_split = format!("{GOOD}split: {{ chunk_bytes: 0 }}\n");
+        assert_eq!(error_of(&with_split).field, "split.chunk_bytes");
+    }
+
+    #[test]
+    fn duplicate_field_and_any_type_in_csv_are_rejected() {
+        let dup = GOOD.replace("- { name: email }", "- { name: id }");
+        assert_eq!(error_of(&dup).field, "input.fields[1].name");
+        let any = GOOD.replace("- { name: email }", "- { name: email, type: any }");
+        assert_eq!(error_of(&any).field, "input.fields[1].type");
+    }
+
+    #[test]
+    fn unbalanced_brace_in_body_names_body() {
+        let e = error_of(&GOOD.replace("note: \"user {email}\"", "note: \"user {email\""));
+        assert_eq!(e.field, "request.body");
+    }
+}

@@ -1,0 +1,385 @@
+//! Record framing inside one manifest's byte range, fed by a byte stream.
+//!
+//! Records are lines (`\n`-terminated, an optional `\r` before the `\n` is stripped). A record
+//! starts at the first data byte or right after a `\n`, and belongs to the range in which it
+//! starts. So a framer for `[start, end)`:
+//! * begins reading at `start - 1` (unless the range starts the data) and discards bytes up to and
+//!   including the first `\n`: that is the tail of a record owned by the previous range; reading
+//!   one byte early tells whether `start` itself is a record start;
+//! * emits every record starting before `end`, reading past `end` to finish the last one;
+//! * never holds more than `max_record_bytes` of one record: a longer one is reported as
+//!   [`Frame::Oversized`] with its length, and its bytes are dropped as they stream by.
+//!
+//! This is a push parser with no I/O, so it is property-tested against a reference splitter.
+
+use crate::range::ByteRange;
+
+/// One framed record (or what is known of one that was too long).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A record's bytes without its line terminator. Empty for a blank line.
+    Record { offset: u64, bytes: Vec<u8> },
+    /// A record longer than the limit; `len` counts its bytes without the terminator.
+    Oversized { offset: u64, len: u64 },
+}
+
+impl Frame {
+    pub fn offset(&self) -> u64 {
+        match self {
+            Frame::Record { offset, .. } | Frame::Oversized { offset, .. } => *offset,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Discarding the tail of the previous range's last record.
+    Skipping,
+    /// Inside the record that starts at `start`.
+    InRecord {
+        start: u64,
+        len: u64,
+        oversized: bool,
+        ends_cr: bool,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+pub struct RecordFramer {
+    range: ByteRange,
+    max_record_bytes: usize,
+    /// Absolute offset of the next byte to be pushed.
+    pos: u64,
+    phase: Phase,
+    buf: Vec<u8>,
+}
+
+impl RecordFramer {
+    /// `data_start` is the offset of the first data byte of the object (after header or BOM).
+    pub fn new(range: ByteRange, data_start: u64, max_record_bytes: usize) -> Self {
+        let (pos, phase) = if range.start <= data_start {
+            (
+                data_start,
+                Phase::InRecord {
+                    start: data_start,
+                    len: 0,
+                    oversized: false,
+                    ends_cr: false,
+                },
+            )
+        } else {
+            (range.start - 1, Phase::Skipping)
+        };
+        let phase = if range.is_empty() { Phase::Done } else { phase };
+        Self {
+            range,
+            max_record_bytes,
+            pos,
+            phase,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The absolute offset at which the byte stream must begin.
+    pub fn read_from(&self) -> u64 {
+        self.pos
+    }
+
+    /// The absolute offset of the next byte expected.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// Feeds the next bytes of the stream; appends complete frames to `out`.
+    /// Returns true once the range is finished: further bytes are not needed.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) -> bool {
+        while !chunk.is_empty() {
+            match self.phase {
+                Phase::Done => return true,
+                Phase::Skipping => match memchr::memchr(b'\n', chunk) {
+                    Some(i) => {
+                        self.pos += i as u64 + 1;
+                        chunk = &chunk[i + 1..];
+                        self.begin_record_at(self.pos);
+                    }
+                    None => {
+                        self.pos += chunk.len() as u64;
+                        chunk = &[];
+                    }
+                },
+                Phase::InRecord {
+                    start,
+                    len,
+                    oversized,
+                    ends_cr,
+                } => {
+                    let (piece, terminated) = match memchr::memchr(b'\n', chunk) {
+                        Some(i) => (&chunk[..i], true),
+                        None => (chunk, false),
+                    };
+                    let len = len + piece.len() as u64;
+                    let ends_cr = piece.last().map_or(ends_cr, |&b| b == b'\r');
+                    let oversized = oversized || len > self.max_record_bytes as u64 + 1;
+                    if oversized {
+                        self.buf.clear();
+                    } else {
+                        self.buf.extend_from_slice(piece);
+                    }
+                    let consumed = piece.len() + usize::from(terminated);
+                    self.pos += consumed as u64;
+                    chunk = &chunk[consumed..];
+                    self.phase = Phase::InRecord {
+                        start,
+                        len,
+                        oversized,
+                        ends_cr,
+                    };
+                    if terminated {
+                        self.emit(out);
+                        self.begin_record_at(self.pos);
+                    }
+                }
+            }
+        }
+        self.is_done()
+    }
+
+    /// Signals the end of the object: emits a final unterminated record if one started.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if let Phase::InRecord { start, len, .. } = self.phase {
+            // A record "starting" at EOF after a final newline has no bytes: there is none.
+            if start < self.pos || len > 0 {
+                self.emit(out);
+            }
+        }
+        self.phase = Phase::Done;
+    }
+
+    fn begin_record_at(&mut self, start: u64) {
+        self.phase = if start < self.range.end {
+            Phase::InRecord {
+                start,
+                len: 0,
+                oversized: false,
+                ends_cr: false,
+            }
+        } else {
+            Phase::Done
+        };
+    }
+
+    fn emit(&mut self, out: &mut Vec<Frame>) {
+        let Phase::InRecord {
+            start,
+            mut len,
+            oversized,
+            ends_cr,
+        } = self.phase
+        else {
+            return;
+        };
+        let mut bytes = std::mem::take(&mut self.buf);
+        if ends_cr {
+            bytes.pop();
+            len -= 1;
+        }
+        // The buffer may hold one byte over the limit (a `\r` that turned out to be a CRLF).
+        if oversized || len > self.max_record_bytes as u64 {
+            out.push(Frame::Oversized { offset: start, len });
+        } else {
+            out.push(Frame::Record {
+                offset: start,
+                bytes,
+            });
+        }
+        self.phase = Phase::Done;
+    }
+}
+
+/// Reference splitter over a whole in-memory object: every record from `data_start` to the end.
+/// Used by tests and benchmarks as the oracle for the streaming framer.
+pub fn split_all(data: &[u8], data_start: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut start = data_start;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+        let mut line = &data[start..end];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        out.push((start as u64, line.to_vec()));
+        start = end + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::range::plan_ranges;
+    use proptest::prelude::*;
+
+    /// Runs a framer over `data` for `range`, feeding chunks of `feed` bytes.
+    fn frame(
+        data: &[u8],
+        data_start: u64,
+        range: ByteRange,
+        feed: usize,
+        max: usize,
+    ) -> Vec<Frame> {
+        let mut framer = RecordFramer::new(range, data_start, max);
+        let mut out = Vec::new();
+        let mut at = framer.read_from() as usize;
+        while at < data.len() {
+            let end = (at + feed).min(data.len());
+            if framer.push(&data[at..end], &mut out) {
+                return out;
+            }
+            at = end;
+        }
+        framer.finish(&mut out);
+        out
+    }
+
+    fn records(frames: Vec<Frame>) -> Vec<(u64, Vec<u8>)> {
+        frames
+            .into_iter()
+            .map(|f| match f {
+                Frame::Record { offset, bytes } => (offset, bytes),
+                Frame::Oversized { offset, .. } => {
+                    panic!("unexpected oversized record at {offset}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_file_one_range() {
+        let data = b"a,b\r\nc,d\n\nlast";
+        let got = records(frame(data, 0, ByteRange::new(0, data.len() as u64), 3, 100));
+        assert_eq!(
+            got,
+            vec![
+                (0, b"a,b".to_vec()),
+                (5, b"c,d".to_vec()),
+                (9, vec![]),
+                (10, b"last".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn range_starting_on_a_record_start_keeps_it() {
+        // "ab\n" then "cd\n": range [3, 6) starts exactly at "cd".
+        let data = b"ab\ncd\nef\n";
+        let got = records(frame(data, 0, ByteRange::new(3, 6), 64, 100));
+        assert_eq!(got, vec![(3, b"cd".to_vec())]);
+    }
+
+    #[test]
+    fn range_inside_a_record_yields_nothing() {
+        let data = b"abcdefgh\nxy\n";
+        assert!(frame(data, 0, ByteRange::new(2, 5), 64, 100).is_empty());
+        // The record that starts at 9 belongs to [5, 12).
+        assert_eq!(
+            records(frame(data, 0, ByteRange::new(5, 12), 1, 100)),
+            vec![(9, b"xy".to_vec())]
+        );
+    }
+
+    #[test]
+    fn oversized_record_is_reported_with_its_length() {
+        let data = b"short\nthis-one-is-too-long\nok\n";
+        let got = frame(data, 0, ByteRange::new(0, data.len() as u64), 4, 8);
+        assert_eq!(
+            got,
+            vec![
+                Frame::Record {
+                    offset: 0,
+                    bytes: b"short".to_vec()
+                },
+                Frame::Oversized { offset: 6, len: 20 },
+                Frame::Record {
+                    offset: 27,
+                    bytes: b"ok".to_vec()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_record_exactly_at_the_limit_is_kept() {
+        let data = b"12345678\r\n";
+        let got = records(frame(data, 0, ByteRange::new(0, data.len() as u64), 1, 8));
+        assert_eq!(got, vec![(0, b"12345678".to_vec())]);
+    }
+
+    fn line_strategy() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => proptest::collection::vec(prop_oneof![Just(b'a'), Just(b','), Just(b'"'), Just(b'{')], 0..12),
+            1 => Just(Vec::new()),
+            1 => proptest::collection::vec(Just(b'x'), 30..90),
+        ]
+    }
+
+    proptest! {
+        /// The concatenation of all ranges' records is the file's records, in order, each once.
+        #[test]
+        fn ranges_partition_the_records(
+            lines in proptest::collection::vec(line_strategy(), 0..30),
+            crlf in any::<bool>(),
+            trailing_newline in any::<bool>(),
+            header in proptest::option::of(proptest::collection::vec(Just(b'h'), 0..6)),
+            chunk in 1u64..40,
+            feed in 1usize..17,
+        ) {
+            let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let mut data = Vec::new();
+            let data_start = match &header {
+                Some(h) => { data.extend_from_slice(h); data.extend_from_slice(eol); data.len() }
+                None => 0,
+            };
+            for (i, line) in lines.iter().enumerate() {
+                data.extend_from_slice(line);
+                if i + 1 < lines.len() || trailing_newline {
+                    data.extend_from_slice(eol);
+                }
+            }
+            let expected = split_all(&data, data_start);
+            let mut got = Vec::new();
+            for range in plan_ranges(data_start as u64, data.len() as u64, chunk) {
+                got.extend(records(frame(&data, data_start as u64, range, feed, 1000)));
+            }
+            prop_assert_eq!(got, expected);
+        }
+
+        /// With a small limit, every record is still accounted for exactly once (kept or oversized).
+        #[test]
+        fn oversized_records_are_accounted_for(
+            lines in proptest::collection::vec(line_strategy(), 0..30),
+            chunk in 1u64..50,
+            feed in 1usize..9,
+            max in 0usize..20,
+        ) {
+            let data: Vec<u8> = lines.join(&b'\n');
+            let expected = split_all(&data, 0);
+            let mut got = Vec::new();
+            for range in plan_ranges(0, data.len() as u64, chunk) {
+                got.extend(frame(&data, 0, range, feed, max));
+            }
+            prop_assert_eq!(got.len(), expected.len());
+            for (frame, (offset, bytes)) in got.iter().zip(&expected) {
+                prop_assert_eq!(frame.offset(), *offset);
+                match frame {
+                    Frame::Record { bytes: b, .. } => prop_assert!(b == bytes && b.len() <= max),
+                    Frame::Oversized { len, .. } => prop_assert!(*len as usize == bytes.len() && bytes.len() > max),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The job ledger's records: what the splitter and workers write about a job's progress.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Manifests are being enqueued.
+    Splitting,
+    /// Every manifest is enqueued; workers are processing.
+    Running,
+    /// Every manifest is recorded; the summary is being written.
+    Completing,
+    /// Every manifest is recorded and the summary written.
+    Completed,
+    /// The job could not run (bad config, unreadable input); `error` says why.
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Splitting => "SPLITTING",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Completing => "COMPLETING",
+            JobStatus::Completed => "COMPLETED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobStatus::Splitting,
+            JobStatus::Running,
+            JobStatus::Completing,
+            JobStatus::Completed,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed)
+    }
+}
+
+/// Counts that add up over manifests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records seen (succeeded + failed + rejected; blank lines are not records).
+    pub records: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub blank_lines: u64,
+    pub bytes_read: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.records += other.records;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.rejected += other.rejected;
+        self.blank_lines += other.blank_lines;
+        self.bytes_read += other.bytes_read;
+    }
+
+    /// Every record is accounted for exactly once.
+    pub fn reconciles(&self) -> bool {
+        self.records == self.succeeded + self.failed + self.rejected
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub pipeline: String,
+    pub manifests_total: u32,
+    pub manifests_done: u32,
+    pub counts: Counts,
+    pub created_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// A processed manifest, recorded once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManifestRecord {
+    pub job_id: String,
+    pub seq: u32,
+    pub counts: Counts,
+    pub duration_ms: u64,
+    /// API latency histogram (microseconds), HdrHistogram V2 serialized.
+    pub latency_histogram: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    Exists(JobRecord),
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,24 @@
+//! s3-api-fanout: call a rate-limited REST API once per record of a big S3 object.
+//!
+//! Pure planning and parsing ([`range`], [`framer`], [`config`], [`template`], [`record`],
+//! [`request`]) is kept apart from I/O; handlers ([`splitter`], [`worker`]) depend on the
+//! [`ports`], which the [`aws`] and [`http_client`] adapters implement.
+
+pub mod aws;
+pub mod config;
+pub mod framer;
+pub mod http_client;
+pub mod latency;
+pub mod ledger;
+pub mod local;
+pub mod manifest;
+pub mod output;
+pub mod ports;
+pub mod range;
+pub mod record;
+pub mod request;
+pub mod splitter;
+pub mod summary;
+pub mod telemetry;
+pub mod template;
+pub mod worker;

@@ -1,0 +1,474 @@
+//! The local stack and runner: the same splitter and worker handlers as the Lambda binaries, driven
+//! the way Lambda drives them, against any AWS endpoint (the moto server locally).
+//!
+//! The runner uploads the input, invokes the splitter with an S3 event, and polls SQS like Lambda's
+//! event source mapping: N simulated worker containers (the mapping's maximum concurrency), each
+//! with its own clients and state, receiving batches, calling the worker handler, and deleting only
+//! the messages that the handler did not report as failed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_lambda_events::s3::S3Event;
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use serde_json::json;
+
+use crate::aws::{dynamo::DynamoLedger, s3::S3Store, s3_client, sqs::SqsQueue};
+use crate::http_client::HttpApiClient;
+use crate::ledger::{JobRecord, JobStatus};
+use crate::manifest::keys;
+use crate::splitter::{self, SplitOutcome, SplitterDeps};
+use crate::summary::JobSummary;
+use crate::worker::{self, WorkerDeps};
+
+/// Names of the stack's resources.
+#[derive(Clone, Debug)]
+pub struct StackNames {
+    pub bucket: String,
+    pub queue: String,
+    pub dlq: String,
+    pub table: String,
+}
+
+impl StackNames {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            bucket: format!("{prefix}-data"),
+            queue: format!("{prefix}-manifests"),
+            dlq: format!("{prefix}-manifests-dlq"),
+            table: format!("{prefix}-ledger"),
+        }
+    }
+}
+
+/// A created (or found) stack.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub names: StackNames,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// Visibility timeout of the manifest queue; a failed manifest is retried after it.
+pub const VISIBILITY_SECS: i32 = 60;
+/// Receives before a manifest goes to the DLQ.
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+/// Creates the bucket (versioned), the queue with its DLQ, and the ledger table, unless they
+/// exist. The settings mirror template.yaml's.
+pub async fn ensure_stack(
+    config: &aws_config::SdkConfig,
+    names: &StackNames,
+) -> anyhow::Result<Stack> {
+    let s3 = s3_client(config);
+    if s3.head_bucket().bucket(&names.bucket).send().await.is_err() {
+        s3.create_bucket()
+            .bucket(&names.bucket)
+            .send()
+            .await
+            .with_context(|| format!("CreateBucket {}", names.bucket))?;
+    }
+    s3.put_bucket_versioning()
+        .bucket(&names.bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .context("PutBucketVersioning")?;
+
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(&names.dlq)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("CreateQueue DLQ")?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .context("GetQueueAttributes DLQ")?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default();
+    let redrive =
+        json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}).to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&names.queue)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_SECS.to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .context("CreateQueue")?
+        .queue_url
+        .unwrap_or_default();
+
+    let ddb = aws_sdk_dynamodb::Client::new(config);
+    if ddb
+        .describe_table()
+        .table_name(&names.table)
+        .send()
+        .await
+        .is_err()
+    {
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |n: &str, t| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+        };
+        ddb.create_table()
+            .table_name(&names.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .send()
+            .await
+            .with_context(|| format!("CreateTable {}", names.table))?;
+    }
+    Ok(Stack {
+        names: names.clone(),
+        queue_url,
+        dlq_url,
+    })
+}
+
+pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterDeps {
+    SplitterDeps {
+        store: Arc::new(S3Store::new(s3_client(config))),
+        queue: Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(config),
+            &stack.queue_url,
+        )),
+        ledger: Arc::new(DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(config),
+            &stack.names.table,
+        )),
+    }
+}
+
+/// Fresh clients for one simulated worker container.
+pub fn worker_deps(config: &aws_config::SdkConfig, stack: &Stack) -> anyhow::Result<WorkerDeps> {
+    Ok(WorkerDeps {
+        store: Arc::new(S3Store::new(s3_client(config))),
+        ledger: Arc::new(DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(config),
+            &stack.names.table,
+        )),
+        api: Arc::new(HttpApiClient::new()?),
+    })
+}
+
+/// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).
+pub fn s3_put_event(
+    bucket: &str,
+    key: &str,
+    size: u64,
+    etag: &str,
+    version_id: Option<&str>,
+) -> S3Event {
+    let encoded: String = key
+        .split('/')
+        .map(|part| {
+            percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%20", "+")
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    serde_json::from_value(json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "1970-01-01T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "local"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "local", "x-amz-id-2": "local"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "input-upload",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": encoded, "size": size, "eTag": etag.trim_matches('"'), "versionId": version_id}
+        }
+    }]}))
+    .expect("the S3 event literal matches aws_lambda_events' S3Event")
+}
+
+/// Uploads a pipeline config to `pipelines/<name>.yaml`.
+pub async fn put_pipeline(
+    config: &aws_config::SdkConfig,
+    bucket: &str,
+    name: &str,
+    yaml: &str,
+) -> anyhow::Result<()> {
+    s3_client(config)
+        .put_object()
+        .bucket(bucket)
+        .key(keys::pipeline_config(name))
+        .body(yaml.as_bytes().to_vec().into())
+        .send()
+        .await
+        .context("PutObject pipeline config")?;
+    Ok(())
+}
+
+/// Uploads the input and returns the S3 event of the upload.
+pub async fn upload_input(
+    config: &aws_config::SdkConfig,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+) -> anyhow::Result<S3Event> {
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let size = std::fs::metadata(file)?.len();
+    let out = s3_client(config)
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .send()
+        .await
+        .context("PutObject input")?;
+    Ok(s3_put_event(
+        bucket,
+        key,
+        size,
+        out.e_tag().unwrap_or_default(),
+        out.version_id(),
+    ))
+}
+
+#[derive(Clone, Debug)]
+pub struct PollerOptions {
+    /// Simulated worker containers: the event source mapping's maximum concurrency.
+    pub workers: usize,
+    /// Messages per worker invocation (the mapping's batch size), 1..=10.
+    pub batch_size: i32,
+}
+
+impl Default for PollerOptions {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            batch_size: 1,
+        }
+    }
+}
+
+/// The running pollers; stop them with [`Pollers::stop`].
+pub struct Pollers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+}
+
+impl Pollers {
+    /// Starts `workers` containers polling the stack's queue.
+    pub fn start(
+        config: &aws_config::SdkConfig,
+        stack: &Stack,
+        options: &PollerOptions,
+    ) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..options.workers {
+            let deps = worker_deps(config, stack)?;
+            let sqs = aws_sdk_sqs::Client::new(config);
+            let (queue_url, stop, batch) = (
+                stack.queue_url.clone(),
+                stop.clone(),
+                options.batch_size.clamp(1, 10),
+            );
+            tasks.push(tokio::spawn(async move {
+                poll_loop(&sqs, &queue_url, batch, &deps, &stop).await
+            }));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    /// Stops polling after the current invocations; returns the number of invocations made.
+    pub async fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut invocations = 0;
+        for t in self.tasks {
+            invocations += t.await??;
+        }
+        Ok(invocations)
+    }
+}
+
+async fn poll_loop(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    batch_size: i32,
+    deps: &WorkerDeps,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let mut invocations = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(batch_size)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(r) => r.messages.unwrap_or_default(),
+            Err(e) => {
+                // Like the event source mapping, keep polling through transient errors.
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "ReceiveMessage failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<_> = messages
+            .iter()
+            .map(|m| json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs"}))
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
+        let response = worker::handle_sqs_event(event, deps).await;
+        invocations += 1;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let entries: Vec<_> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+            })
+            .collect::<Result<_, _>>()?;
+        if !entries.is_empty() {
+            let deleted = sqs
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(e) = deleted {
+                // Not deleting means a redelivery, which the worker handles idempotently.
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "DeleteMessageBatch failed");
+            }
+        }
+    }
+    Ok(invocations)
+}
+
+/// What a local run came to.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunReport {
+    pub job_id: Option<String>,
+    pub split: Vec<SplitOutcome>,
+    pub job: Option<JobRecord>,
+    pub summary: Option<JobSummary>,
+    pub wall_seconds: f64,
+    pub invocations: u64,
+}
+
+/// Runs a job end to end: splitter on `event`, pollers until the job is final (or `timeout`).
+/// `progress` is called about four times a second with the job's ledger record.
+pub async fn run_event(
+    config: &aws_config::SdkConfig,
+    stack: &Stack,
+    event: S3Event,
+    options: &PollerOptions,
+    timeout: Duration,
+    progress: &(dyn Fn(&JobRecord) + Sync),
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let pollers = Pollers::start(config, stack, options)?;
+    let deps = splitter_deps(config, stack);
+    let split = splitter::handle_s3_event(event, &deps).await;
+    let split = match split {
+        Ok(s) => s,
+        Err(e) => {
+            pollers.stop().await?;
+            return Err(e.context("splitter failed"));
+        }
+    };
+    let job_id = split.iter().find_map(|o| match o {
+        SplitOutcome::Started { job_id, .. }
+        | SplitOutcome::Duplicate { job_id, .. }
+        | SplitOutcome::Failed { job_id, .. } => Some(job_id.clone()),
+        SplitOutcome::Ignored { .. } => None,
+    });
+    let mut job = None;
+    if let Some(id) = &job_id {
+        loop {
+            let current = deps.ledger.get_job(id).await?;
+            if let Some(j) = &current {
+                progress(j);
+            }
+            let done = current.as_ref().is_some_and(|j| j.status.is_final());
+            job = current;
+            if done {
+                break;
+            }
+            if started.elapsed() > timeout {
+                pollers.stop().await?;
+                anyhow::bail!("job {id} did not finish within {timeout:?} (last state: {job:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let invocations = pollers.stop().await?;
+    let summary = match (&job, &job_id) {
+        (Some(j), Some(id)) if j.status == JobStatus::Completed => {
+            let body = deps
+                .store
+                .get_small(&stack.names.bucket, &keys::summary(id))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("job {id} is complete but has no summary"))?;
+            Some(serde_json::from_slice(&body)?)
+        }
+        _ => None,
+    };
+    Ok(RunReport {
+        job_id,
+        split,
+        job,
+        summary,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        invocations,
+    })
+}

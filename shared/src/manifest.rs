@@ -1,0 +1,100 @@
+//! Jobs and manifests: what the splitter sends, what a worker processes, and where output goes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{InputFormat, PipelineConfig};
+use crate::range::ByteRange;
+
+/// Deterministic job id: the same object version always maps to the same job, so a duplicate
+/// S3 event finds its job instead of starting a second one.
+pub fn job_id(bucket: &str, key: &str, version_or_etag: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [bucket, key, version_or_etag] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("j-{}", &hex::encode(h.finalize())[..20])
+}
+
+/// One unit of work: a byte range of one pinned object version, with everything needed to
+/// process it (so a worker needs no other lookup).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub job_id: String,
+    pub seq: u32,
+    pub manifests_total: u32,
+    pub bucket: String,
+    pub key: String,
+    /// Pinned object version; None only for unversioned buckets (then the ETag is checked).
+    pub version_id: Option<String>,
+    pub etag: String,
+    pub object_size: u64,
+    pub range: ByteRange,
+    /// First data byte of the object (after BOM and CSV header).
+    pub data_start: u64,
+    pub format: InputFormat,
+    /// CSV header columns (None for JSON Lines).
+    pub header: Option<Vec<String>>,
+    pub pipeline: String,
+    /// Where the config came from, for error messages.
+    pub config_source: String,
+    pub config: PipelineConfig,
+}
+
+/// Output object keys. Deterministic per job and manifest, so a re-run overwrites.
+pub mod keys {
+    pub const INPUT_PREFIX: &str = "input/";
+
+    pub fn results(job: &str, seq: u32) -> String {
+        format!("results/{job}/part-{seq:06}.jsonl")
+    }
+    pub fn failed(job: &str, seq: u32) -> String {
+        format!("failed/{job}/part-{seq:06}.jsonl")
+    }
+    pub fn rejected(job: &str, seq: u32) -> String {
+        format!("rejected/{job}/part-{seq:06}.jsonl")
+    }
+    pub fn summary(job: &str) -> String {
+        format!("results/{job}/_SUMMARY.json")
+    }
+    pub fn pipeline_config(pipeline: &str) -> String {
+        format!("pipelines/{pipeline}.yaml")
+    }
+
+    /// The pipeline named by an input key `input/<pipeline>/<file...>`.
+    pub fn pipeline_of(key: &str) -> Result<&str, String> {
+        let rest = key
+            .strip_prefix(INPUT_PREFIX)
+            .ok_or_else(|| format!("{key:?} is not under {INPUT_PREFIX}"))?;
+        match rest.split_once('/') {
+            Some((p, file)) if !p.is_empty() && !file.is_empty() => Ok(p),
+            _ => Err(format!(
+                "{key:?}: input keys must look like input/<pipeline>/<file>"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_is_deterministic_and_distinguishes_versions() {
+        let a = job_id("b", "input/p/f.csv", "v1");
+        assert_eq!(a, job_id("b", "input/p/f.csv", "v1"));
+        assert_ne!(a, job_id("b", "input/p/f.csv", "v2"));
+        // Field boundaries matter: ("ab","c") differs from ("a","bc").
+        assert_ne!(job_id("ab", "c", "v"), job_id("a", "bc", "v"));
+        assert_eq!(a.len(), 22);
+    }
+
+    #[test]
+    fn pipeline_from_key() {
+        assert_eq!(keys::pipeline_of("input/users/2024/a.csv"), Ok("users"));
+        assert!(keys::pipeline_of("input/a.csv").is_err());
+        assert!(keys::pipeline_of("other/p/a.csv").is_err());
+        assert!(keys::pipeline_of("input//a.csv").is_err());
+    }
+}

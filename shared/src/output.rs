@@ -1,0 +1,99 @@
+//! The lines written to results/, failed/ and rejected/, and their JSON Lines files.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ports::CallOutcome;
+
+/// A record whose call succeeded (2xx).
+#[derive(Debug, Serialize)]
+pub struct ResultLine {
+    /// Byte offset of the record in the input object: its identity within the job.
+    pub offset: u64,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub attempts: u32,
+    /// The response body as JSON when it is JSON (and complete), otherwise as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_text: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub response_truncated: bool,
+}
+
+/// A record whose call failed after all attempts; carries the record for replay.
+#[derive(Debug, Serialize)]
+pub struct FailedLine {
+    pub offset: u64,
+    pub record: String,
+    pub status: Option<u16>,
+    pub error: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_text: Option<String>,
+}
+
+/// A record that was never sent: it could not be parsed or rendered.
+#[derive(Debug, Serialize)]
+pub struct RejectedLine {
+    pub offset: u64,
+    pub reason: String,
+    /// The record as text (invalid UTF-8 replaced); None when it was too long to keep.
+    pub record: Option<String>,
+    pub record_bytes: u64,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+impl ResultLine {
+    pub fn new(offset: u64, out: &CallOutcome) -> Self {
+        let parsed = (!out.body_truncated)
+            .then(|| serde_json::from_slice::<Value>(&out.body).ok())
+            .flatten();
+        let text = match &parsed {
+            Some(_) => None,
+            None if out.body.is_empty() => None,
+            None => Some(String::from_utf8_lossy(&out.body).into_owned()),
+        };
+        Self {
+            offset,
+            status: out.status.unwrap_or_default(),
+            latency_ms: ms(out.latency),
+            attempts: out.attempts,
+            response: parsed,
+            response_text: text,
+            response_truncated: out.body_truncated,
+        }
+    }
+}
+
+impl FailedLine {
+    pub fn new(offset: u64, record: &[u8], out: &CallOutcome) -> Self {
+        Self {
+            offset,
+            record: String::from_utf8_lossy(record).into_owned(),
+            status: out.status,
+            error: out
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("HTTP {}", out.status.unwrap_or_default())),
+            attempts: out.attempts,
+            response_text: (!out.body.is_empty())
+                .then(|| String::from_utf8_lossy(&out.body).into_owned()),
+        }
+    }
+}
+
+/// Serializes lines sorted by offset into a JSON Lines body: deterministic for a given input.
+pub fn to_jsonl<T: Serialize>(mut lines: Vec<(u64, T)>) -> Vec<u8> {
+    lines.sort_by_key(|(offset, _)| *offset);
+    let mut out = Vec::new();
+    for (_, line) in lines {
+        serde_json::to_writer(&mut out, &line).expect("output lines serialize");
+        out.push(b'\n');
+    }
+    out
+}

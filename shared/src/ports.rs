@@ -1,0 +1,108 @@
+//! Ports: one small trait per external capability. Handlers depend on these; the AWS and HTTP
+//! adapters implement them; tests can substitute any of them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::config::ClientConfig;
+use crate::ledger::{CreateOutcome, JobRecord, ManifestRecord};
+use crate::range::ByteRange;
+use crate::request::ApiRequest;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: String,
+    pub version_id: Option<String>,
+}
+
+pub type ByteStream = BoxStream<'static, anyhow::Result<Bytes>>;
+
+/// Object storage (S3).
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> anyhow::Result<ObjectHead>;
+    /// Streams `[range.start, range.end)` of a pinned version. `etag`, when given, must match.
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+        range: ByteRange,
+    ) -> anyhow::Result<ByteStream>;
+    /// A small whole object; None when it does not exist.
+    async fn get_small(&self, bucket: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> anyhow::Result<()>;
+    async fn delete(&self, bucket: &str, key: &str) -> anyhow::Result<()>;
+}
+
+/// The manifest queue (SQS).
+#[async_trait]
+pub trait ManifestQueue: Send + Sync {
+    /// Sends up to 10 messages as (entry id, body); fails unless every one was accepted.
+    async fn send_batch(&self, entries: Vec<(String, String)>) -> anyhow::Result<()>;
+}
+
+/// The job ledger (DynamoDB).
+#[async_trait]
+pub trait JobLedger: Send + Sync {
+    /// Creates the job unless it exists; an existing job is returned as it is.
+    async fn create_job(&self, job: &JobRecord) -> anyhow::Result<CreateOutcome>;
+    async fn get_job(&self, job_id: &str) -> anyhow::Result<Option<JobRecord>>;
+    /// SPLITTING → RUNNING once every manifest is enqueued (no-op in any other state).
+    async fn mark_running(&self, job_id: &str) -> anyhow::Result<()>;
+    async fn fail_job(&self, job_id: &str, reason: &str) -> anyhow::Result<()>;
+    /// Records a finished manifest and adds its counts to the job, once: returns false when the
+    /// manifest had already been recorded (a redelivery), in which case nothing is added.
+    async fn record_manifest(&self, manifest: &ManifestRecord) -> anyhow::Result<bool>;
+    /// Claims the job's completion once every manifest is recorded (status → COMPLETING; the
+    /// first claim sets the finish time). True means: write the summary, then call
+    /// [`JobLedger::mark_completed`]. A claim stays open until then, so whoever processes a
+    /// redelivered manifest after a crash can finish the job; the summary is built from the
+    /// ledger alone, so two finishers write the same object.
+    async fn claim_completion(&self, job_id: &str, finished_at_ms: u64) -> anyhow::Result<bool>;
+    /// COMPLETING → COMPLETED, once the summary is written.
+    async fn mark_completed(&self, job_id: &str) -> anyhow::Result<()>;
+    async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>>;
+}
+
+/// What one record's API call came to, after all attempts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallOutcome {
+    /// Final HTTP status, if a response came back.
+    pub status: Option<u16>,
+    pub body: Bytes,
+    pub body_truncated: bool,
+    /// Latency of the last attempt.
+    pub latency: Duration,
+    pub attempts: u32,
+    /// Why the call failed, if it did (transport error or non-2xx status).
+    pub error: Option<String>,
+}
+
+impl CallOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The external API.
+#[async_trait]
+pub trait ApiClient: Send + Sync {
+    async fn call(&self, request: &ApiRequest, policy: &ClientConfig) -> CallOutcome;
+}

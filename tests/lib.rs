@@ -1,0 +1,176 @@
+//! Harness for the end-to-end tests: a fresh stack (bucket, queues, table) per test on the local
+//! AWS that `scripts/with-stack.sh` starts, a mock API per test, and readers for the job's output.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fanout::local::{self, PollerOptions, RunReport, Stack, StackNames};
+use serde_json::Value;
+
+pub use mock_api::{MockApi, MockConfig};
+
+pub struct TestStack {
+    pub config: aws_config::SdkConfig,
+    pub stack: Stack,
+}
+
+/// A new stack with names unique to this test.
+pub async fn stack(test: &str) -> TestStack {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run the integration tests through `make test` (scripts/with-stack.sh starts the local AWS)"
+    );
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let prefix = format!("t{}-{}-{n}", std::process::id(), test.replace('_', "-")).to_lowercase();
+    let config = fanout::aws::load_config().await;
+    let stack = local::ensure_stack(&config, &StackNames::with_prefix(&prefix))
+        .await
+        .expect("create the local stack");
+    TestStack { config, stack }
+}
+
+impl TestStack {
+    pub fn bucket(&self) -> &str {
+        &self.stack.names.bucket
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        fanout::aws::s3_client(&self.config)
+    }
+
+    /// Puts the pipeline config and the input (at `input/<pipeline>/<file>`), returning the event.
+    pub async fn upload(
+        &self,
+        pipeline: &str,
+        yaml: &str,
+        file: &str,
+        data: &[u8],
+    ) -> aws_lambda_events::s3::S3Event {
+        local::put_pipeline(&self.config, self.bucket(), pipeline, yaml)
+            .await
+            .expect("put pipeline");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(file);
+        std::fs::write(&path, data).expect("write input");
+        local::upload_input(
+            &self.config,
+            self.bucket(),
+            &format!("input/{pipeline}/{file}"),
+            &path,
+        )
+        .await
+        .expect("upload input")
+    }
+
+    /// Runs a job for `event` with `workers` simulated containers.
+    pub async fn run(&self, event: aws_lambda_events::s3::S3Event, workers: usize) -> RunReport {
+        let options = PollerOptions {
+            workers,
+            batch_size: 2,
+        };
+        local::run_event(
+            &self.config,
+            &self.stack,
+            event,
+            &options,
+            Duration::from_secs(120),
+            &|_| {},
+        )
+        .await
+        .expect("local run")
+    }
+
+    /// Every JSON line of every object under `prefix`.
+    pub async fn lines(&self, prefix: &str) -> Vec<Value> {
+        let s3 = self.s3();
+        let mut out = Vec::new();
+        for key in self.keys(prefix).await {
+            let body = s3
+                .get_object()
+                .bucket(self.bucket())
+                .key(&key)
+                .send()
+                .await
+                .expect("get")
+                .body
+                .collect()
+                .await
+                .expect("read");
+            for line in body
+                .into_bytes()
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                out.push(
+                    serde_json::from_slice(line)
+                        .unwrap_or_else(|e| panic!("{key}: bad JSON line: {e}")),
+                );
+            }
+        }
+        out
+    }
+
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let listed = self
+            .s3()
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn queue_depth(&self) -> u64 {
+        let sqs = aws_sdk_sqs::Client::new(&self.config);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&self.stack.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = attrs.attributes().cloned().unwrap_or_default();
+        [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ]
+        .iter()
+        .map(|n| {
+            attrs
+                .get(&aws_sdk_sqs::types::QueueAttributeName::from(*n))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_default()
+        })
+        .sum()
+    }
+}
+
+/// A pipeline config for `format` that POSTs to the mock API.
+pub fn pipeline_yaml(
+    format: &str,
+    base_url: &str,
+    fields: &str,
+    chunk_bytes: u64,
+    extra: &str,
+) -> String {
+    format!(
+        "input:\n  format: {format}\n  fields: {fields}\nrequest:\n  method: POST\n  url: \"{base_url}/items/{{id}}?name={{name}}\"\n  body: {{ id: \"{{id}}\", name: \"{{name}}\" }}\nclient: {{ concurrency: 16, timeout_ms: 5000, max_attempts: 2 }}\nsplit: {{ chunk_bytes: {chunk_bytes} }}\n{extra}"
+    )
+}
+
+/// Offsets of the records that `lines` (results, failed or rejected lines) name.
+pub fn offsets(lines: &[Value]) -> Vec<u64> {
+    let mut v: Vec<u64> = lines
+        .iter()
+        .map(|l| l["offset"].as_u64().expect("offset"))
+        .collect();
+    v.sort_unstable();
+    v
+}
