@@ -103,7 +103,7 @@ pub struct ManifestRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CreateOutcome {
     Created,
-    Exists(JobRecord),
+    Exists(Box<JobRecord>),
 }
 
 pub fn now_ms() -> u64 {

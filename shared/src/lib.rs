@@ -12,6 +12,7 @@ pub mod latency;
 pub mod ledger;
 pub mod local;
 pub mod manifest;
+pub mod metrics;
 pub mod output;
 pub mod ports;
 pub mod range;

@@ -168,7 +168,7 @@ impl JobLedger for DynamoLedger {
                     .get_job(&job.job_id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("job {} vanished", job.job_id))?;
-                Ok(CreateOutcome::Exists(existing))
+                Ok(CreateOutcome::Exists(Box::new(existing)))
             }
             Err(e) => Err(ddb_err("PutItem job", e)),
         }
