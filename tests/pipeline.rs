@@ -249,7 +249,7 @@ async fn redelivered_manifest_does_not_duplicate_results() {
             .unwrap();
         bodies.extend(got.messages().iter().map(|m| m.body().unwrap().to_string()));
     }
-    let worker = fanout::local::worker_deps(&ts.config, &ts.stack).unwrap();
+    let worker = fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
     let records = |copies: usize| -> Value {
         let records: Vec<Value> = bodies
             .iter()

@@ -102,7 +102,8 @@ pub struct RequestConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Requests in flight per worker container.
+    /// Requests in flight per worker container: the ceiling and starting point of the adaptive
+    /// concurrency limit.
     #[serde(default = "defaults::concurrency")]
     pub concurrency: usize,
     /// Per-attempt timeout.
@@ -114,6 +115,56 @@ pub struct ClientConfig {
     /// Response bodies are kept up to this size in results.
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Floor of the adaptive concurrency limit; `concurrency` is its ceiling and starting point.
+    #[serde(default = "defaults::concurrency_min")]
+    pub concurrency_min: usize,
+    /// The adaptive limit grows while an attempt's latency stays within this multiple of the
+    /// lowest latency recently observed (latency rising past it means the API is queueing).
+    #[serde(default = "defaults::concurrency_latency_ratio")]
+    pub concurrency_latency_ratio: f64,
+    /// The adaptive limit is multiplied by this on a 429 or a timeout.
+    #[serde(default = "defaults::concurrency_decrease_ratio")]
+    pub concurrency_decrease_ratio: f64,
+    /// Full-jitter backoff: the wait before retry n is uniform in
+    /// [0, min(backoff_max_ms, backoff_base_ms · 2^(n-1))].
+    #[serde(default = "defaults::backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    #[serde(default = "defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// A Retry-After longer than this is shortened to it.
+    #[serde(default = "defaults::retry_after_max_ms")]
+    pub retry_after_max_ms: u64,
+    /// Retries allowed as a percentage of calls (over a 10 s window), so a failing API sees at
+    /// most this much extra load instead of max_attempts times the load.
+    #[serde(default = "defaults::retry_budget_percent")]
+    pub retry_budget_percent: u32,
+    /// Retries per second allowed on top of the percentage, so a container that has made few
+    /// calls can still retry.
+    #[serde(default = "defaults::retry_budget_min_per_sec")]
+    pub retry_budget_min_per_sec: u32,
+    /// The circuit breaker opens when at least this fraction (0 < r <= 1) of the calls in its
+    /// window failed (connect errors, timeouts, transport errors, 5xx).
+    #[serde(default = "defaults::breaker_failure_rate")]
+    pub breaker_failure_rate: f64,
+    /// Length of the breaker's sliding window.
+    #[serde(default = "defaults::breaker_window_secs")]
+    pub breaker_window_secs: u64,
+    /// The breaker does not judge a window with fewer calls than this.
+    #[serde(default = "defaults::breaker_min_calls")]
+    pub breaker_min_calls: u32,
+    /// How long the breaker stays open before it lets one probe through.
+    #[serde(default = "defaults::breaker_open_secs")]
+    pub breaker_open_secs: u64,
+    /// Attempts per second allowed by the rate limiter (every attempt, retries included).
+    /// The fleet-wide limit this pipeline's calls count against: pipelines calling the same
+    /// API share a name (and so one limit).
+    #[serde(default = "defaults::rate_limit_name")]
+    pub rate_limit_name: String,
+    #[serde(default = "defaults::rate_limit_per_sec")]
+    pub rate_limit_per_sec: u32,
+    /// Tokens the rate limiter can hold: the largest burst above the steady rate.
+    #[serde(default = "defaults::rate_limit_burst")]
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ClientConfig {
@@ -123,6 +174,21 @@ impl Default for ClientConfig {
             timeout_ms: defaults::timeout_ms(),
             max_attempts: defaults::max_attempts(),
             max_response_bytes: defaults::max_response_bytes(),
+            concurrency_min: defaults::concurrency_min(),
+            concurrency_latency_ratio: defaults::concurrency_latency_ratio(),
+            concurrency_decrease_ratio: defaults::concurrency_decrease_ratio(),
+            backoff_base_ms: defaults::backoff_base_ms(),
+            backoff_max_ms: defaults::backoff_max_ms(),
+            retry_after_max_ms: defaults::retry_after_max_ms(),
+            retry_budget_percent: defaults::retry_budget_percent(),
+            retry_budget_min_per_sec: defaults::retry_budget_min_per_sec(),
+            breaker_failure_rate: defaults::breaker_failure_rate(),
+            breaker_window_secs: defaults::breaker_window_secs(),
+            breaker_min_calls: defaults::breaker_min_calls(),
+            breaker_open_secs: defaults::breaker_open_secs(),
+            rate_limit_name: defaults::rate_limit_name(),
+            rate_limit_per_sec: defaults::rate_limit_per_sec(),
+            rate_limit_burst: defaults::rate_limit_burst(),
         }
     }
 }
@@ -170,6 +236,51 @@ mod defaults {
     }
     pub fn max_response_bytes() -> usize {
         16 * 1024
+    }
+    pub fn concurrency_min() -> usize {
+        1
+    }
+    pub fn concurrency_latency_ratio() -> f64 {
+        2.0
+    }
+    pub fn concurrency_decrease_ratio() -> f64 {
+        0.5
+    }
+    pub fn backoff_base_ms() -> u64 {
+        100
+    }
+    pub fn backoff_max_ms() -> u64 {
+        5_000
+    }
+    pub fn retry_after_max_ms() -> u64 {
+        30_000
+    }
+    pub fn retry_budget_percent() -> u32 {
+        20
+    }
+    pub fn retry_budget_min_per_sec() -> u32 {
+        10
+    }
+    pub fn breaker_failure_rate() -> f64 {
+        0.5
+    }
+    pub fn breaker_window_secs() -> u64 {
+        10
+    }
+    pub fn breaker_min_calls() -> u32 {
+        20
+    }
+    pub fn breaker_open_secs() -> u64 {
+        5
+    }
+    pub fn rate_limit_name() -> String {
+        "api".into()
+    }
+    pub fn rate_limit_per_sec() -> u32 {
+        5_000
+    }
+    pub fn rate_limit_burst() -> u32 {
+        500
     }
     pub fn chunk_bytes() -> u64 {
         4 << 20
@@ -329,6 +440,112 @@ impl PipelineConfig {
             0,
             1 << 20,
         )?;
+        let c = &self.client;
+        check_range(
+            &err,
+            "client.concurrency_min",
+            c.concurrency_min as u64,
+            1,
+            c.concurrency as u64,
+        )?;
+        // `contains` is false for NaN, which YAML can spell as `.nan`.
+        if !(1.0..=100.0).contains(&c.concurrency_latency_ratio) {
+            return Err(err(
+                "client.concurrency_latency_ratio",
+                format!("{} is out of range 1..=100", c.concurrency_latency_ratio),
+            ));
+        }
+        if !(0.01..=0.99).contains(&c.concurrency_decrease_ratio) {
+            return Err(err(
+                "client.concurrency_decrease_ratio",
+                format!(
+                    "{} is out of range 0.01..=0.99",
+                    c.concurrency_decrease_ratio
+                ),
+            ));
+        }
+        check_range(&err, "client.backoff_base_ms", c.backoff_base_ms, 1, 60_000)?;
+        check_range(
+            &err,
+            "client.backoff_max_ms",
+            c.backoff_max_ms,
+            c.backoff_base_ms,
+            600_000,
+        )?;
+        check_range(
+            &err,
+            "client.retry_after_max_ms",
+            c.retry_after_max_ms,
+            1,
+            900_000,
+        )?;
+        check_range(
+            &err,
+            "client.retry_budget_percent",
+            c.retry_budget_percent.into(),
+            0,
+            1_000,
+        )?;
+        check_range(
+            &err,
+            "client.retry_budget_min_per_sec",
+            c.retry_budget_min_per_sec.into(),
+            0,
+            100_000,
+        )?;
+        if !(c.breaker_failure_rate > 0.0 && c.breaker_failure_rate <= 1.0) {
+            return Err(err(
+                "client.breaker_failure_rate",
+                format!("{} is out of range (0, 1]", c.breaker_failure_rate),
+            ));
+        }
+        check_range(
+            &err,
+            "client.breaker_window_secs",
+            c.breaker_window_secs,
+            1,
+            3_600,
+        )?;
+        check_range(
+            &err,
+            "client.breaker_min_calls",
+            c.breaker_min_calls.into(),
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            &err,
+            "client.breaker_open_secs",
+            c.breaker_open_secs,
+            1,
+            3_600,
+        )?;
+        let name = &c.rate_limit_name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return Err(err(
+                "client.rate_limit_name",
+                format!("{name:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'"),
+            ));
+        }
+        check_range(
+            &err,
+            "client.rate_limit_per_sec",
+            c.rate_limit_per_sec.into(),
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            &err,
+            "client.rate_limit_burst",
+            c.rate_limit_burst.into(),
+            1,
+            10_000_000,
+        )?;
         check_range(
             &err,
             "split.chunk_bytes",
@@ -461,6 +678,68 @@ request:
         assert_eq!(error_of(&with_client).field, "client.concurrency");
         let with_split = format!("{GOOD}split: {{ chunk_bytes: 0 }}\n");
         assert_eq!(error_of(&with_split).field, "split.chunk_bytes");
+    }
+
+    #[test]
+    fn client_resilience_knobs_have_defaults() {
+        let c = PipelineConfig::from_yaml("p.yaml", GOOD).unwrap().client;
+        assert_eq!(c, ClientConfig::default());
+        assert_eq!(c.concurrency_min, 1);
+        assert_eq!(c.retry_budget_percent, 20);
+        assert_eq!(c.breaker_open_secs, 5);
+        assert_eq!(c.rate_limit_per_sec, 5_000);
+    }
+
+    #[test]
+    fn each_client_resilience_knob_is_validated_by_name() {
+        let cases = [
+            (
+                "concurrency: 8, concurrency_min: 9",
+                "client.concurrency_min",
+            ),
+            ("concurrency_min: 0", "client.concurrency_min"),
+            (
+                "concurrency_latency_ratio: 0.5",
+                "client.concurrency_latency_ratio",
+            ),
+            (
+                "concurrency_latency_ratio: .nan",
+                "client.concurrency_latency_ratio",
+            ),
+            (
+                "concurrency_decrease_ratio: 1.0",
+                "client.concurrency_decrease_ratio",
+            ),
+            (
+                "concurrency_decrease_ratio: 0",
+                "client.concurrency_decrease_ratio",
+            ),
+            ("backoff_base_ms: 0", "client.backoff_base_ms"),
+            (
+                "backoff_base_ms: 500, backoff_max_ms: 400",
+                "client.backoff_max_ms",
+            ),
+            ("retry_after_max_ms: 0", "client.retry_after_max_ms"),
+            ("retry_budget_percent: 1001", "client.retry_budget_percent"),
+            (
+                "retry_budget_min_per_sec: 100001",
+                "client.retry_budget_min_per_sec",
+            ),
+            ("breaker_failure_rate: 0", "client.breaker_failure_rate"),
+            ("breaker_failure_rate: 1.5", "client.breaker_failure_rate"),
+            ("breaker_window_secs: 0", "client.breaker_window_secs"),
+            ("breaker_min_calls: 0", "client.breaker_min_calls"),
+            ("breaker_open_secs: 0", "client.breaker_open_secs"),
+            ("rate_limit_per_sec: 0", "client.rate_limit_per_sec"),
+            ("rate_limit_burst: 0", "client.rate_limit_burst"),
+        ];
+        for (client, field) in cases {
+            let e = error_of(&format!("{GOOD}client: {{ {client} }}\n"));
+            assert_eq!(e.field, field, "{client}: {e}");
+        }
+        let edges = "client: { concurrency: 8, concurrency_min: 8, breaker_failure_rate: 1.0, \
+                     retry_budget_percent: 0, backoff_base_ms: 50, backoff_max_ms: 50 }";
+        PipelineConfig::from_yaml("p.yaml", &format!("{GOOD}{edges}\n")).unwrap();
     }
 
     #[test]

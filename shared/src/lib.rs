@@ -2,14 +2,15 @@
 //!
 //! Pure planning and parsing ([`range`], [`framer`], [`config`], [`template`], [`record`],
 //! [`request`]) is kept apart from I/O; handlers ([`splitter`], [`worker`]) depend on the
-//! [`ports`], which the [`aws`] and [`http_client`] adapters implement.
+//! [`ports`], which the [`aws`] adapters and the [`client`] stack implement.
 
 pub mod aws;
+pub mod client;
 pub mod config;
 pub mod framer;
-pub mod http_client;
 pub mod latency;
 pub mod ledger;
+pub mod limiter;
 pub mod local;
 pub mod manifest;
 pub mod metrics;

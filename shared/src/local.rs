@@ -22,7 +22,6 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::json;
 
 use crate::aws::{dynamo::DynamoLedger, s3::S3Store, s3_client, sqs::SqsQueue};
-use crate::http_client::HttpApiClient;
 use crate::ledger::{JobRecord, JobStatus};
 use crate::manifest::keys;
 use crate::splitter::{self, SplitOutcome, SplitterDeps};
@@ -175,16 +174,13 @@ pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterD
     }
 }
 
-/// Fresh clients for one simulated worker container.
-pub fn worker_deps(config: &aws_config::SdkConfig, stack: &Stack) -> anyhow::Result<WorkerDeps> {
-    Ok(WorkerDeps {
-        store: Arc::new(S3Store::new(s3_client(config))),
-        ledger: Arc::new(DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(config),
-            &stack.names.table,
-        )),
-        api: Arc::new(HttpApiClient::new()?),
-    })
+/// Fresh clients for one simulated worker container of a fleet of `fleet_size`.
+pub fn worker_deps(
+    config: &aws_config::SdkConfig,
+    stack: &Stack,
+    fleet_size: u32,
+) -> anyhow::Result<WorkerDeps> {
+    crate::aws::worker_deps(config, &stack.names.table, fleet_size)
 }
 
 /// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).
@@ -302,7 +298,7 @@ impl Pollers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for _ in 0..options.workers {
-            let deps = worker_deps(config, stack)?;
+            let deps = worker_deps(config, stack, options.workers as u32)?;
             let sqs = aws_sdk_sqs::Client::new(config);
             let (queue_url, stop, batch) = (
                 stack.queue_url.clone(),

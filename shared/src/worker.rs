@@ -32,6 +32,9 @@ pub struct WorkerDeps {
     pub store: Arc<dyn ObjectStore>,
     pub ledger: Arc<dyn JobLedger>,
     pub api: Arc<dyn ApiClient>,
+    /// The container's fleet-wide rate limits, for their counters (None when the API client
+    /// does not use them, e.g. in unit tests).
+    pub limits: Option<Arc<crate::limiter::source::FleetLimits>>,
 }
 
 /// The Lambda entry point: one SQS batch in, the failed message ids out, so only those return to

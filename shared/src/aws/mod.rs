@@ -47,17 +47,43 @@ pub fn splitter_deps_from_env(
     })
 }
 
-/// The worker's dependencies from its Lambda environment (`TABLE_NAME`).
+/// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
+/// holds the rate-limit windows) and `FLEET_SIZE` (the worker's reserved concurrency, which sizes
+/// rate-limit leases).
 pub fn worker_deps_from_env(
     config: &aws_config::SdkConfig,
 ) -> anyhow::Result<crate::worker::WorkerDeps> {
+    let fleet_size = match std::env::var("FLEET_SIZE") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("FLEET_SIZE={v:?} is not a whole number"))?,
+        Err(_) => 1,
+    };
+    worker_deps(config, &required_env("TABLE_NAME")?, fleet_size)
+}
+
+/// A worker container's dependencies: S3, the ledger, and the API client stack whose rate limit
+/// is the fleet-wide one kept in the ledger table.
+pub fn worker_deps(
+    config: &aws_config::SdkConfig,
+    table: &str,
+    fleet_size: u32,
+) -> anyhow::Result<crate::worker::WorkerDeps> {
+    use crate::limiter::{dynamo::DynamoLeaser, source::FleetLimits, source::system_clock};
     use std::sync::Arc;
+    let ddb = aws_sdk_dynamodb::Client::new(config);
+    let limits = Arc::new(FleetLimits::new(
+        Arc::new(DynamoLeaser::new(ddb.clone(), table)),
+        system_clock(),
+        fleet_size,
+    ));
+    let api = crate::client::ClientStack::builder()
+        .token_sources(limits.factory())
+        .build(crate::client::http::pooled_client()?);
     Ok(crate::worker::WorkerDeps {
         store: Arc::new(s3::S3Store::new(s3_client(config))),
-        ledger: Arc::new(dynamo::DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(config),
-            required_env("TABLE_NAME")?,
-        )),
-        api: Arc::new(crate::http_client::HttpApiClient::new()?),
+        ledger: Arc::new(dynamo::DynamoLedger::new(ddb, table)),
+        api: Arc::new(api),
+        limits: Some(limits),
     })
 }

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs the sample events in events/ through the real Lambda binaries, as Lambda would, without
+# Docker: `cargo lambda watch` serves the functions (built for this host) behind the Lambda runtime
+# API, `cargo lambda invoke` sends each event, and the answers are checked.
+# Run it under scripts/with-stack.sh (the functions talk to moto):
+#   scripts/with-stack.sh infra/invoke-local.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$repo"
+: "${AWS_ENDPOINT_URL:?run this under scripts/with-stack.sh (the local AWS)}"
+
+# The events name the bucket fanout-data: the local stack with prefix "fanout".
+stack_json=$(cargo run -q --locked -p fanout -- local up --prefix fanout)
+queue_url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["queue_url"])' "$stack_json")
+table=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["table"])' "$stack_json")
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p .local
+log=.local/cargo-lambda-watch.log
+cargo lambda watch --only-lambda-apis --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \
+  --env-var "QUEUE_URL=$queue_url" --env-var "TABLE_NAME=$table" \
+  --env-var "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" --env-var "AWS_REGION=$AWS_REGION" \
+  --env-var "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}" \
+  --env-var "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}" \
+  --env-var "AWS_EC2_METADATA_DISABLED=true" --env-var "RUST_LOG=info" \
+  >"$log" 2>&1 &
+watch_pid=$!
+trap 'kill $watch_pid 2>/dev/null; wait $watch_pid 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1)" 2>/dev/null && break
+  kill -0 $watch_pid 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.2
+done
+
+passed=0
+failed=0
+# check NAME FUNCTION EVENT EXPECT: invokes FUNCTION with EVENT; EXPECT is a Python expression over
+# the answer `r` (parsed JSON, or the error text when the invocation failed, with ok=False).
+check() {
+  local name=$1 function=$2 event=$3 expect=$4 out rc
+  set +e
+  out=$(cargo lambda invoke "$function" --data-file "$event" --invoke-address 127.0.0.1 --invoke-port "$port" --output-format json 2>&1)
+  rc=$?
+  set -e
+  if python3 - "$rc" "$out" "$expect" <<'PY'
+import json, sys
+rc, out, expect = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ok = rc == 0
+try:
+    r = json.loads(out) if ok else out
+except json.JSONDecodeError:
+    r = out
+sys.exit(0 if eval(expect, {"r": r, "ok": ok}) else 1)
+PY
+  then
+    passed=$((passed + 1)); echo "ok   $name"
+  else
+    failed=$((failed + 1)); echo "FAIL $name (exit $rc): $out"
+  fi
+}
+
+check "splitter ignores a key outside input/" splitter events/s3-put-outside-input.json \
+  'ok and r[0]["outcome"] == "ignored" and r[0]["key"].startswith("results/")'
+check "splitter: upload of a missing object version fails the invocation (Lambda retries it)" splitter events/s3-put-input.json \
+  'not ok'
+check "worker: a manifest for a missing object is reported as a batch item failure" worker events/sqs-manifest-missing-object.json \
+  'ok and [f["itemIdentifier"] for f in r["batchItemFailures"]] == ["00000000-0000-0000-0000-000000000001"]'
+if [ -f events/sqs-manifest.json ]; then
+  check "worker processes a manifest" worker events/sqs-manifest.json 'ok and r["batchItemFailures"] == []'
+fi
+echo "events: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,28 @@
+# Sourced by the infra scripts: paths, the venvs on PATH, and offline-friendly tool settings.
+# VENV overrides the project venv (default .venv, made by scripts/setup.sh from requirements-dev.txt).
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${VENV:-$repo/.venv}
+checkov_venv=${CHECKOV_VENV:-$venv/checkov}
+export PATH="$venv/bin:$PATH"
+# No telemetry, no update checks, no calls home.
+export SAM_CLI_TELEMETRY=0
+export SAM_CLI_POLL_DELAY=1
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_REGION=${AWS_REGION:-us-east-1}
+
+# step NAME CMD...: runs CMD, prints its wall time, and stops the script if it fails.
+step() {
+  local name=$1 start end rc
+  shift
+  echo "==> $name: $*" >&2
+  start=$(date +%s)
+  set +e
+  "$@"
+  rc=$?
+  set -e
+  end=$(date +%s)
+  if [ "$rc" -ne 0 ]; then
+    echo "==> $name FAILED (exit $rc) after $((end - start)) s" >&2
+    exit "$rc"
+  fi
+  echo "==> $name ok in $((end - start)) s" >&2
+}
