@@ -3,7 +3,7 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test setup build lint unit test-integration bench clean
+.PHONY: demo test setup lint bench bench-limit clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
@@ -25,6 +25,13 @@ lint:
 ## bench: criterion benchmarks (reader throughput, request rendering).
 bench:
 	cargo bench -p fanout-shared --bench throughput
+
+## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s); last line is JSON.
+bench-limit: setup
+	@mkdir -p .local && rm -f .local/bench-limit.jsonl
+	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
+		cargo test --release --locked -p integration-tests --test limit -- --nocapture
+	@tail -n 1 .local/bench-limit.jsonl
 
 clean:
 	rm -rf target .venv .local

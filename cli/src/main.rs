@@ -249,7 +249,8 @@ fn print_report(report: &local::RunReport) -> anyhow::Result<()> {
         "status": job.map(|j| j.status.as_str()),
         "wall_seconds": (report.wall_seconds * 100.0).round() / 100.0,
         "peak_rss_mb": peak_rss_mb(),
-        "worker_invocations": report.invocations,
+        "worker_invocations": report.pollers.invocations,
+        "ddb_lease_writes": report.pollers.lease_writes,
     });
     if let Some(s) = &report.summary {
         let rate = s.input_records as f64 / report.wall_seconds.max(1e-9);

@@ -56,8 +56,12 @@ pub struct Stack {
     pub dlq_url: String,
 }
 
-/// Visibility timeout of the manifest queue; a failed manifest is retried after it.
-pub const VISIBILITY_SECS: i32 = 60;
+/// Visibility timeout of the manifest queue: 6 × the worker's 300 s timeout, as template.yaml
+/// sets it, so a manifest still being processed is never handed to a second container.
+pub const VISIBILITY_SECS: i32 = 1800;
+/// A manifest the handler reported as failed becomes visible again after this long. Lambda waits
+/// for the visibility timeout; local runs retry sooner so that a transient fault costs seconds.
+pub const LOCAL_RETRY_DELAY_SECS: i32 = 5;
 /// Receives before a manifest goes to the DLQ.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
@@ -286,6 +290,16 @@ impl Default for PollerOptions {
 pub struct Pollers {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    limits: Vec<Arc<crate::limiter::source::FleetLimits>>,
+}
+
+/// What the pollers did, over every simulated container.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PollerTotals {
+    pub invocations: u64,
+    /// Conditional writes made to lease rate-limit tokens (successful or not).
+    pub lease_writes: u64,
+    pub tokens_leased: u64,
 }
 
 impl Pollers {
@@ -297,8 +311,10 @@ impl Pollers {
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
+        let mut limits = Vec::new();
         for _ in 0..options.workers {
             let deps = worker_deps(config, stack, options.workers as u32)?;
+            limits.extend(deps.limits.clone());
             let sqs = aws_sdk_sqs::Client::new(config);
             let (queue_url, stop, batch) = (
                 stack.queue_url.clone(),
@@ -309,17 +325,26 @@ impl Pollers {
                 poll_loop(&sqs, &queue_url, batch, &deps, &stop).await
             }));
         }
-        Ok(Self { stop, tasks })
+        Ok(Self {
+            stop,
+            tasks,
+            limits,
+        })
     }
 
-    /// Stops polling after the current invocations; returns the number of invocations made.
-    pub async fn stop(self) -> anyhow::Result<u64> {
+    /// Stops polling after the current invocations.
+    pub async fn stop(self) -> anyhow::Result<PollerTotals> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut invocations = 0;
+        let mut totals = PollerTotals::default();
         for t in self.tasks {
-            invocations += t.await??;
+            totals.invocations += t.await??;
         }
-        Ok(invocations)
+        for l in &self.limits {
+            let (writes, _, tokens) = l.totals();
+            totals.lease_writes += writes;
+            totals.tokens_leased += tokens;
+        }
+        Ok(totals)
     }
 }
 
@@ -374,6 +399,21 @@ async fn poll_loop(
                     .build()
             })
             .collect::<Result<_, _>>()?;
+        for m in messages
+            .iter()
+            .filter(|m| failed.contains(&m.message_id().unwrap_or_default()))
+        {
+            let retry = sqs
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .visibility_timeout(LOCAL_RETRY_DELAY_SECS)
+                .send()
+                .await;
+            if let Err(e) = retry {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "ChangeMessageVisibility failed");
+            }
+        }
         if !entries.is_empty() {
             let deleted = sqs
                 .delete_message_batch()
@@ -398,7 +438,7 @@ pub struct RunReport {
     pub job: Option<JobRecord>,
     pub summary: Option<JobSummary>,
     pub wall_seconds: f64,
-    pub invocations: u64,
+    pub pollers: PollerTotals,
 }
 
 /// Runs a job end to end: splitter on `event`, pollers until the job is final (or `timeout`).
@@ -447,7 +487,7 @@ pub async fn run_event(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let invocations = pollers.stop().await?;
+    let totals = pollers.stop().await?;
     let summary = match (&job, &job_id) {
         (Some(j), Some(id)) if j.status == JobStatus::Completed => {
             let body = deps
@@ -465,6 +505,6 @@ pub async fn run_event(
         job,
         summary,
         wall_seconds: started.elapsed().as_secs_f64(),
-        invocations,
+        pollers: totals,
     })
 }
