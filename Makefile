@@ -3,16 +3,26 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test setup lint bench bench-limit clean
+.PHONY: demo test test-infra setup lint bench bench-limit clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
 	cargo build --release --locked -p fanout -p mock-api
 	RECORDS=$(RECORDS) WORKERS=$(WORKERS) scripts/with-stack.sh scripts/demo.sh
 
-## test: every check and test (formatting, clippy, unit, property, integration on the local stack).
+## test: every check and test: formatting, clippy, unit, property and end-to-end tests on the local
+## stack, and the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs).
 test: setup lint
 	scripts/with-stack.sh cargo test --workspace --locked
+	infra/check.sh
+
+## test-infra: the template built (sam build, arm64, cargo-lambda + zig), deployed into the local AWS
+## and read back, and events/ run through the built binaries with cargo lambda. Needs Rust's aarch64
+## standard library (infra/setup.sh --build runs rustup target add).
+test-infra: setup
+	infra/check.sh
+	infra/deploy-local.sh
+	scripts/with-stack.sh infra/invoke-local.sh
 
 ## setup: the Python venv with the local AWS (moto).
 setup:
@@ -34,4 +44,4 @@ bench-limit: setup
 	@tail -n 1 .local/bench-limit.jsonl
 
 clean:
-	rm -rf target .venv .local
+	rm -rf target .venv .local .aws-sam

@@ -7,7 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo"
-: "${AWS_ENDPOINT_URL:?run this under scripts/with-stack.sh (the local AWS)}"
+use_local_aws
 
 # The events name the bucket fanout-data: the local stack with prefix "fanout".
 stack_json=$(cargo run -q --locked -p fanout -- local up --prefix fanout)
@@ -17,7 +17,7 @@ table=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["table"])' "$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .local
 log=.local/cargo-lambda-watch.log
-cargo lambda watch --only-lambda-apis --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \
+cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \
   --env-var "QUEUE_URL=$queue_url" --env-var "TABLE_NAME=$table" \
   --env-var "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" --env-var "AWS_REGION=$AWS_REGION" \
   --env-var "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}" \
@@ -61,8 +61,28 @@ PY
 
 check "splitter ignores a key outside input/" splitter events/s3-put-outside-input.json \
   'ok and r[0]["outcome"] == "ignored" and r[0]["key"].startswith("results/")'
-check "splitter: upload of a missing object version fails the invocation (Lambda retries it)" splitter events/s3-put-input.json \
-  'not ok'
+check "splitter: an upload whose object version is gone fails the invocation (Lambda retries it)" splitter events/s3-put-input.json \
+  'not ok and "HeadObject" in r'
+# The same event for an object that exists: upload a config and an input, and put the real
+# version id into a copy of events/s3-put-input.json.
+started_event=.local/s3-put-input-uploaded.json
+python - events/s3-put-input.json "$started_event" <<'PY'
+import json, sys, boto3
+s3 = boto3.client("s3")
+event = json.load(open(sys.argv[1]))
+obj = event["Records"][0]["s3"]
+bucket, key = obj["bucket"]["name"], obj["object"]["key"]
+config = open("pipelines/demo.yaml").read().replace("{{API_BASE_URL}}", "http://127.0.0.1:9")
+s3.put_object(Bucket=bucket, Key="pipelines/demo.yaml", Body=config.encode())
+rows = "id,email,name,amount\n" + "".join(f"{i},u{i}@example.com,user {i},{i}.5\n" for i in range(1000))
+put = s3.put_object(Bucket=bucket, Key=key, Body=rows.encode())
+obj["object"].update(versionId=put["VersionId"], size=len(rows), eTag=put["ETag"].strip('"'))
+json.dump(event, open(sys.argv[2], "w"))
+PY
+check "splitter starts a job for an upload under input/" splitter "$started_event" \
+  'ok and r[0]["outcome"] == "started" and r[0]["manifests"] >= 1'
+check "splitter: the same event again is a duplicate (idempotent)" splitter "$started_event" \
+  'ok and r[0]["outcome"] in ("duplicate", "started")'
 check "worker: a manifest for a missing object is reported as a batch item failure" worker events/sqs-manifest-missing-object.json \
   'ok and [f["itemIdentifier"] for f in r["batchItemFailures"]] == ["00000000-0000-0000-0000-000000000001"]'
 if [ -f events/sqs-manifest.json ]; then

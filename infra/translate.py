@@ -27,8 +27,6 @@ def main(src: str, dst: str) -> None:
         sam = yaml_parse(f.read())
     cfn = transform(sam, {}, NoManagedPolicies())
     with open(dst, "w", encoding="utf-8") as f:
-        # Compact: sam deploy sends a template of up to 51,200 bytes inline (TemplateBody); a
-        # larger one would go through S3 (TemplateURL), which the local emulator cannot read back.
         json.dump(cfn, f, separators=(",", ":"), sort_keys=True)
     kinds = sorted({r["Type"] for r in cfn["Resources"].values()})
     print(f"translate: {len(cfn['Resources'])} resources ({', '.join(kinds)}) -> {dst}", file=sys.stderr)

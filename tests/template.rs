@@ -229,7 +229,7 @@ fn dashboard_metrics(t: &Value) -> Vec<MetricRef> {
                     );
                     let strings: Vec<&str> = row.iter().filter_map(Json::as_str).collect();
                     assert!(
-                        strings.len() >= 2 && strings.len() % 2 == 0,
+                        strings.len() >= 2 && strings.chunks(2).all(|pair| pair.len() == 2),
                         "{place}: {row:?}"
                     );
                     found.push(MetricRef {
@@ -490,7 +490,7 @@ fn functions_get_the_environment_the_code_reads() {
     // fanout::aws::{splitter,worker}_deps_from_env read these.
     for (id, vars) in [
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
-        ("WorkerFunction", &["TABLE_NAME"][..]),
+        ("WorkerFunction", &["TABLE_NAME", "FLEET_SIZE"][..]),
     ] {
         let env = get(function_props(&t, id), &["Environment", "Variables"])
             .and_then(Value::as_mapping)
@@ -507,6 +507,13 @@ fn functions_get_the_environment_the_code_reads() {
     assert_eq!(
         ref_name(env.get("QUEUE_URL").unwrap()).as_deref(),
         Some("ManifestQueue")
+    );
+    // The rate-limit leases are sized for the most containers that can run: the reserved concurrency.
+    let worker = function_props(&t, "WorkerFunction");
+    let env = get(worker, &["Environment", "Variables"]).unwrap();
+    assert_eq!(
+        ref_name(env.get("FLEET_SIZE").unwrap()),
+        ref_name(get_raw(worker, &["ReservedConcurrentExecutions"]).unwrap())
     );
     for id in ["SplitterFunction", "WorkerFunction"] {
         let env = get(function_props(&t, id), &["Environment", "Variables"]).unwrap();
