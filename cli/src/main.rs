@@ -150,9 +150,7 @@ fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
             fanout::config::InputFormat::Csv => {
                 let data = std::fs::read(sample)
                     .with_context(|| format!("reading {}", sample.display()))?;
-                let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
-                let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let (line, _) = fanout::record::header_line(&data, true).unwrap_or_default();
                 Some(
                     parse_csv_header(line, config.input.delimiter as u8)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?,

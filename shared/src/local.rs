@@ -21,7 +21,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::json;
 
-use crate::aws::{dynamo::DynamoLedger, s3::S3Store, s3_client, sqs::SqsQueue};
+use crate::aws::s3_client;
 use crate::ledger::{JobRecord, JobStatus};
 use crate::manifest::keys;
 use crate::splitter::{self, SplitOutcome, SplitterDeps};
@@ -165,17 +165,7 @@ pub async fn ensure_stack(
 }
 
 pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterDeps {
-    SplitterDeps {
-        store: Arc::new(S3Store::new(s3_client(config))),
-        queue: Arc::new(SqsQueue::new(
-            aws_sdk_sqs::Client::new(config),
-            &stack.queue_url,
-        )),
-        ledger: Arc::new(DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(config),
-            &stack.names.table,
-        )),
-    }
+    crate::aws::splitter_deps(config, &stack.queue_url, &stack.names.table)
 }
 
 /// Fresh clients for one simulated worker container of a fleet of `fleet_size`.

@@ -157,6 +157,27 @@ fn split_csv_line<'a>(
     Ok(fields)
 }
 
+/// The UTF-8 byte order mark, skipped before the first record or header.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Finds the header row in an object's first bytes: the line (without BOM and line terminator) and
+/// the offset of the first data byte. None when `prefix` holds no complete line and is not the
+/// whole object (the caller reads more, or gives up at its limit).
+pub fn header_line(prefix: &[u8], whole_object: bool) -> Option<(&[u8], u64)> {
+    let bom = if prefix.starts_with(BOM) {
+        BOM.len()
+    } else {
+        0
+    };
+    let body = &prefix[bom..];
+    let (line, data_start) = match memchr::memchr(b'\n', body) {
+        Some(i) => (&body[..i], (bom + i + 1) as u64),
+        None if whole_object => (body, prefix.len() as u64),
+        None => return None,
+    };
+    Some((line.strip_suffix(b"\r").unwrap_or(line), data_start))
+}
+
 /// Parses a CSV header line into column names.
 pub fn parse_csv_header(line: &[u8], delimiter: u8) -> Result<Vec<String>, String> {
     let text = std::str::from_utf8(line)
@@ -337,6 +358,16 @@ mod tests {
             p.parse(br#"{"id": "x"}"#).unwrap_err(),
             "field \"id\": expected integer, found string"
         );
+    }
+
+    #[test]
+    fn header_line_skips_bom_and_crlf() {
+        assert_eq!(
+            header_line(b"\xEF\xBB\xBFa,b\r\n1,2\n", false),
+            Some((&b"a,b"[..], 8))
+        );
+        assert_eq!(header_line(b"a,b", true), Some((&b"a,b"[..], 3)));
+        assert_eq!(header_line(b"a,b", false), None);
     }
 
     #[test]

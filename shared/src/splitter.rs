@@ -11,11 +11,10 @@ use crate::ledger::{Counts, CreateOutcome, JobRecord, JobStatus, now_ms};
 use crate::manifest::{Manifest, job_id, keys};
 use crate::ports::{JobLedger, ManifestQueue, ObjectHead, ObjectStore};
 use crate::range::{ByteRange, plan_ranges};
-use crate::record::parse_csv_header;
+use crate::record::{BOM, header_line, parse_csv_header};
 use crate::request::compile;
 use crate::summary;
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// SendMessageBatch calls in flight at once.
 const PARALLEL_SENDS: usize = 8;
 
@@ -284,26 +283,23 @@ async fn read_preamble(
         }
         step *= 4;
     }
-    let bom = if prefix.starts_with(BOM) {
-        BOM.len()
-    } else {
-        0
-    };
     match config.input.format {
-        InputFormat::Jsonl => Ok(Ok((bom as u64, None))),
+        InputFormat::Jsonl => Ok(Ok((
+            if prefix.starts_with(BOM) {
+                BOM.len() as u64
+            } else {
+                0
+            },
+            None,
+        ))),
         InputFormat::Csv => {
-            let body = &prefix[bom..];
-            let (line, data_start) = match memchr::memchr(b'\n', body) {
-                Some(i) => (&body[..i], (bom + i + 1) as u64),
-                None if head.size == prefix.len() as u64 => (body, head.size),
-                None => {
-                    return Ok(Err(format!(
-                        "CSV header is longer than input.max_record_bytes ({})",
-                        config.input.max_record_bytes
-                    )));
-                }
+            let whole = head.size == prefix.len() as u64;
+            let Some((line, data_start)) = header_line(&prefix, whole) else {
+                return Ok(Err(format!(
+                    "CSV header is longer than input.max_record_bytes ({})",
+                    config.input.max_record_bytes
+                )));
             };
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 // An empty object (or a blank first line) has no header and so no records.
                 return Ok(if data_start >= head.size {

@@ -33,18 +33,31 @@ pub fn required_env(name: &str) -> anyhow::Result<String> {
 pub fn splitter_deps_from_env(
     config: &aws_config::SdkConfig,
 ) -> anyhow::Result<crate::splitter::SplitterDeps> {
+    Ok(splitter_deps(
+        config,
+        &required_env("QUEUE_URL")?,
+        &required_env("TABLE_NAME")?,
+    ))
+}
+
+/// The splitter's dependencies: S3, the manifest queue and the ledger.
+pub fn splitter_deps(
+    config: &aws_config::SdkConfig,
+    queue_url: &str,
+    table: &str,
+) -> crate::splitter::SplitterDeps {
     use std::sync::Arc;
-    Ok(crate::splitter::SplitterDeps {
+    crate::splitter::SplitterDeps {
         store: Arc::new(s3::S3Store::new(s3_client(config))),
         queue: Arc::new(sqs::SqsQueue::new(
             aws_sdk_sqs::Client::new(config),
-            required_env("QUEUE_URL")?,
+            queue_url,
         )),
         ledger: Arc::new(dynamo::DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(config),
-            required_env("TABLE_NAME")?,
+            table,
         )),
-    })
+    }
 }
 
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
