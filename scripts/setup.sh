@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the project needs beyond Rust: a Python venv (.venv) with the local AWS (moto).
+# Installs what the project needs beyond Rust: a Python venv (.venv) with the local AWS (moto), and
+# Chromium for the report tests.
 # Idempotent: does nothing when requirements-dev.txt has not changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium renders the job report in the tests (tests/observe.rs): Debian's package.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium (apt-get)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 venv=.venv
 stamp=$venv/.installed
 if [ -f "$stamp" ] && cmp -s requirements-dev.txt "$stamp"; then

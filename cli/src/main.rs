@@ -1,6 +1,8 @@
 //! `fanout`: validate pipeline configs, generate test data, and run jobs on a local stack.
 
 mod generate;
+mod report;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +44,41 @@ enum Command {
         format: Format,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// A job's progress from the ledger, redrawn until the job is final (AWS credentials from
+    /// the default chain; AWS_ENDPOINT_URL for the local stack).
+    Status {
+        /// The job id; without it, the most recent jobs.
+        job: Option<String>,
+        /// The ledger table (the stack's TABLE_NAME); defaults to the local stack's.
+        #[arg(long, env = "TABLE_NAME")]
+        table: Option<String>,
+        /// Local stack prefix, for the default table name.
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+        /// Without JOB: how many of the most recent jobs.
+        #[arg(long, default_value_t = 1)]
+        last: usize,
+        /// Print each job's progress once as a JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
+    /// Write a job's HTML report (charts, totals, top errors) to results/<JOB>/_REPORT.html and
+    /// to a local file.
+    Report {
+        job: String,
+        /// The ledger table (the stack's TABLE_NAME); defaults to the local stack's.
+        #[arg(long, env = "TABLE_NAME")]
+        table: Option<String>,
+        /// Local stack prefix, for the default table name.
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+        /// The local file (default: <JOB>_REPORT.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
@@ -102,6 +139,32 @@ async fn main() -> anyhow::Result<()> {
             format,
             out,
         } => generate::write(&out, records, matches!(format, Format::Jsonl)),
+        Command::Status {
+            job,
+            table,
+            prefix,
+            last,
+            json,
+            interval,
+        } => {
+            status::run(status::StatusArgs {
+                job,
+                table: table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table),
+                last,
+                json,
+                interval: Duration::from_secs_f64(interval.max(0.2)),
+            })
+            .await
+        }
+        Command::Report {
+            job,
+            table,
+            prefix,
+            out,
+        } => {
+            let table = table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table);
+            report::run(&job, &table, out).await
+        }
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout::aws::load_config().await;

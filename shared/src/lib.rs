@@ -5,6 +5,7 @@
 //! [`ports`], which the [`aws`] adapters and the [`client`] stack implement.
 
 pub mod aws;
+pub mod charts;
 pub mod client;
 pub mod config;
 pub mod framer;
@@ -16,8 +17,10 @@ pub mod manifest;
 pub mod metrics;
 pub mod output;
 pub mod ports;
+pub mod progress;
 pub mod range;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod splitter;
 pub mod summary;

@@ -174,7 +174,13 @@ pub fn worker_deps(
     stack: &Stack,
     fleet_size: u32,
 ) -> anyhow::Result<WorkerDeps> {
-    crate::aws::worker_deps(config, &stack.names.table, fleet_size)
+    let mut deps = crate::aws::worker_deps(config, &stack.names.table, fleet_size)?;
+    // moto answers a metric query without dimensions with the sum over every dimension set, which
+    // is already the all-pipelines aggregate: publishing that too would count everything twice.
+    deps.metrics = deps
+        .metrics
+        .map(|m| Arc::new(m.with_dimension_sets(crate::metrics::DimensionSets::PipelineOnly)));
+    Ok(deps)
 }
 
 /// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).

@@ -43,3 +43,558 @@ pub const ALL: &[&str] = &[
     BYTES_READ,
     JOBS_FAILED,
 ];
+
+// ------------------------------------------------------------------------------ datums
+
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+use crate::client::{ClientCounters, CountersSnapshot};
+use crate::ledger::ManifestRecord;
+use crate::limiter::source::FleetLimits;
+use crate::ports::MetricsSink;
+
+/// PutMetricData accepts at most 1000 datums per call.
+pub const MAX_DATUMS_PER_CALL: usize = 1000;
+/// ... and at most 150 values (with their counts) per datum.
+pub const MAX_VALUES_PER_DATUM: usize = 150;
+/// A call's payload is capped at 1 MB; in the query encoding a value and its count take about
+/// 100 bytes, so this many values per call stays well below it.
+pub const MAX_VALUES_PER_CALL: usize = 5000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Bytes,
+}
+
+/// One CloudWatch datum: a statistic set given as distinct values with how often each occurred
+/// (PutMetricData's Values/Counts), so CloudWatch can compute percentiles from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datum {
+    pub name: &'static str,
+    pub unit: Unit,
+    /// (name, value) pairs; empty for the all-pipelines aggregate.
+    pub dimensions: Vec<(&'static str, String)>,
+    pub values: Vec<f64>,
+    pub counts: Vec<f64>,
+}
+
+/// Which dimension sets every metric is published with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimensionSets {
+    /// `[["Pipeline"], []]`: per pipeline and the all-pipelines aggregate, as template.yaml's
+    /// dashboard and alarms read them.
+    PipelineAndAggregate,
+    /// `[["Pipeline"]]` only: for an emulator (moto) whose query without dimensions already sums
+    /// every dimension set, so publishing the aggregate too would count everything twice.
+    PipelineOnly,
+}
+
+/// Final outcomes of a manifest's API calls by status class (a call that got no response is in
+/// none of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusTally {
+    pub status_2xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+}
+
+impl StatusTally {
+    pub fn of(statuses: impl IntoIterator<Item = Option<u16>>) -> Self {
+        let mut t = Self::default();
+        for s in statuses.into_iter().flatten() {
+            match s {
+                200..=299 => t.status_2xx += 1,
+                400..=499 => t.status_4xx += 1,
+                500..=599 => t.status_5xx += 1,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// What the container's cumulative counters moved by while one manifest was processed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterDeltas {
+    pub client: CountersSnapshot,
+    pub tokens_leased: u64,
+}
+
+impl CounterDeltas {
+    /// `now - before`, field by field (the gauge `concurrency_limit` is taken as it is now).
+    pub fn between(before: &CounterDeltas, now: &CounterDeltas) -> Self {
+        let (b, n) = (&before.client, &now.client);
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        CounterDeltas {
+            client: CountersSnapshot {
+                attempts: d(n.attempts, b.attempts),
+                retries: d(n.retries, b.retries),
+                status_429: d(n.status_429, b.status_429),
+                timeouts: d(n.timeouts, b.timeouts),
+                breaker_opened: d(n.breaker_opened, b.breaker_opened),
+                breaker_rejected: d(n.breaker_rejected, b.breaker_rejected),
+                budget_exhausted: d(n.budget_exhausted, b.budget_exhausted),
+                concurrency_limit: n.concurrency_limit,
+                token_wait_micros: d(n.token_wait_micros, b.token_wait_micros),
+            },
+            tokens_leased: d(now.tokens_leased, before.tokens_leased),
+        }
+    }
+}
+
+/// Everything one manifest contributes to the metrics.
+#[derive(Clone, Debug)]
+pub struct ManifestMetrics<'a> {
+    pub pipeline: &'a str,
+    pub record: &'a ManifestRecord,
+    /// False when the ledger had already counted this manifest (a redelivery): its record counts
+    /// are left out so the metrics add up to the summary; the API calls it made are real and stay.
+    pub newly_recorded: bool,
+    /// The manifest's API latency histogram, in microseconds.
+    pub latency_us: &'a Histogram<u64>,
+    pub statuses: StatusTally,
+    pub deltas: CounterDeltas,
+}
+
+/// A latency histogram (µs) as distinct millisecond values and their counts, values rounded to 3
+/// significant digits (the histogram's own precision), in chunks CloudWatch accepts.
+pub fn histogram_values_ms(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for v in h.iter_recorded() {
+        let ms = round_sig(
+            h.median_equivalent(v.value_iterated_to()) as f64 / 1000.0,
+            3,
+        );
+        match out.last_mut() {
+            Some((last, count)) if *last == ms => *count += v.count_at_value() as f64,
+            _ => out.push((ms, v.count_at_value() as f64)),
+        }
+    }
+    out
+}
+
+fn round_sig(x: f64, digits: i32) -> f64 {
+    if x == 0.0 {
+        return 0.0;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+/// A metric's name, unit and (value, count) pairs.
+type Series = (&'static str, Unit, Vec<(f64, f64)>);
+
+/// The datums of one manifest, each once per dimension set. Pure: no clock, no I/O.
+pub fn manifest_datums(m: &ManifestMetrics<'_>, sets: DimensionSets) -> Vec<Datum> {
+    let c = &m.deltas.client;
+    let counts = &m.record.counts;
+    let mut series: Vec<Series> = vec![
+        (API_CALLS, Unit::Count, vec![(c.attempts as f64, 1.0)]),
+        (RETRIES, Unit::Count, vec![(c.retries as f64, 1.0)]),
+        (STATUS_429, Unit::Count, vec![(c.status_429 as f64, 1.0)]),
+        (
+            STATUS_2XX,
+            Unit::Count,
+            vec![(m.statuses.status_2xx as f64, 1.0)],
+        ),
+        (
+            STATUS_4XX,
+            Unit::Count,
+            vec![(m.statuses.status_4xx as f64, 1.0)],
+        ),
+        (
+            STATUS_5XX,
+            Unit::Count,
+            vec![(m.statuses.status_5xx as f64, 1.0)],
+        ),
+        // Calls that failed after all their attempts: one per failed record.
+        (API_ERRORS, Unit::Count, vec![(counts.failed as f64, 1.0)]),
+        (
+            CIRCUIT_BREAKER_OPENED,
+            Unit::Count,
+            vec![(c.breaker_opened as f64, 1.0)],
+        ),
+        (
+            TOKENS_LEASED,
+            Unit::Count,
+            vec![(m.deltas.tokens_leased as f64, 1.0)],
+        ),
+        (
+            MANIFEST_DURATION,
+            Unit::Milliseconds,
+            vec![(m.record.duration_ms as f64, 1.0)],
+        ),
+    ];
+    if m.newly_recorded {
+        series.extend([
+            (
+                RECORDS_SUCCEEDED,
+                Unit::Count,
+                vec![(counts.succeeded as f64, 1.0)],
+            ),
+            (
+                RECORDS_FAILED,
+                Unit::Count,
+                vec![(counts.failed as f64, 1.0)],
+            ),
+            (
+                RECORDS_REJECTED,
+                Unit::Count,
+                vec![(counts.rejected as f64, 1.0)],
+            ),
+            (
+                BYTES_READ,
+                Unit::Bytes,
+                vec![(counts.bytes_read as f64, 1.0)],
+            ),
+        ]);
+    }
+    let latency = histogram_values_ms(m.latency_us);
+    if !latency.is_empty() {
+        series.push((API_LATENCY, Unit::Milliseconds, latency));
+    }
+    // The counters hold only the total wait, so each attempt is given the manifest's mean wait:
+    // the Sum is exact, and percentiles are over manifests' means weighted by their attempts.
+    if c.attempts > 0 {
+        let mean_ms = c.token_wait_micros as f64 / 1000.0 / c.attempts as f64;
+        series.push((
+            RATE_LIMITER_WAIT,
+            Unit::Milliseconds,
+            vec![(round_sig(mean_ms, 3), c.attempts as f64)],
+        ));
+    }
+
+    let mut dimension_sets = vec![vec![(DIMENSION_PIPELINE, m.pipeline.to_string())]];
+    if sets == DimensionSets::PipelineAndAggregate {
+        dimension_sets.push(Vec::new());
+    }
+    let mut datums = Vec::new();
+    for dimensions in &dimension_sets {
+        for (name, unit, pairs) in &series {
+            for chunk in pairs.chunks(MAX_VALUES_PER_DATUM) {
+                datums.push(Datum {
+                    name,
+                    unit: *unit,
+                    dimensions: dimensions.clone(),
+                    values: chunk.iter().map(|(v, _)| *v).collect(),
+                    counts: chunk.iter().map(|(_, n)| *n).collect(),
+                });
+            }
+        }
+    }
+    datums
+}
+
+/// Datums cut into PutMetricData calls: at most [`MAX_DATUMS_PER_CALL`] datums and
+/// [`MAX_VALUES_PER_CALL`] values each.
+pub fn calls(datums: &[Datum]) -> Vec<&[Datum]> {
+    let mut out = Vec::new();
+    let (mut start, mut values) = (0, 0);
+    for (i, d) in datums.iter().enumerate() {
+        let full =
+            i - start == MAX_DATUMS_PER_CALL || values + d.values.len() > MAX_VALUES_PER_CALL;
+        if full && i > start {
+            out.push(&datums[start..i]);
+            start = i;
+            values = 0;
+        }
+        values += d.values.len();
+    }
+    if start < datums.len() {
+        out.push(&datums[start..]);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------ the worker's side
+
+/// A worker container's metrics: turns each finished manifest and what the container's counters
+/// moved by meanwhile into one publication. The counters are cumulative per container, so the
+/// last values published are kept to send deltas.
+pub struct WorkerMetrics {
+    sink: std::sync::Arc<dyn MetricsSink>,
+    sets: DimensionSets,
+    client: std::sync::Arc<ClientCounters>,
+    limits: Option<std::sync::Arc<FleetLimits>>,
+    published: Mutex<CounterDeltas>,
+}
+
+impl WorkerMetrics {
+    pub fn new(
+        sink: std::sync::Arc<dyn MetricsSink>,
+        sets: DimensionSets,
+        client: std::sync::Arc<ClientCounters>,
+        limits: Option<std::sync::Arc<FleetLimits>>,
+    ) -> Self {
+        Self {
+            sink,
+            sets,
+            client,
+            limits,
+            published: Mutex::default(),
+        }
+    }
+
+    /// The same metrics published with other dimension sets.
+    pub fn with_dimension_sets(&self, sets: DimensionSets) -> Self {
+        Self::new(
+            self.sink.clone(),
+            sets,
+            self.client.clone(),
+            self.limits.clone(),
+        )
+    }
+
+    fn current(&self) -> CounterDeltas {
+        CounterDeltas {
+            client: self.client.snapshot(),
+            tokens_leased: self.limits.as_ref().map_or(0, |l| l.totals().2),
+        }
+    }
+
+    /// Publishes one manifest's metrics. Never fails the manifest: a failure is logged, and the
+    /// counters' deltas are not carried over (they were taken), so nothing is counted twice.
+    pub async fn publish(
+        &self,
+        pipeline: &str,
+        record: &ManifestRecord,
+        newly_recorded: bool,
+        latency_us: &Histogram<u64>,
+        statuses: StatusTally,
+    ) {
+        let deltas = {
+            let now = self.current();
+            let mut published = self.published.lock().expect("metrics lock");
+            let deltas = CounterDeltas::between(&published, &now);
+            *published = now;
+            deltas
+        };
+        let datums = manifest_datums(
+            &ManifestMetrics {
+                pipeline,
+                record,
+                newly_recorded,
+                latency_us,
+                statuses,
+                deltas,
+            },
+            self.sets,
+        );
+        if let Err(e) = self.sink.publish(NAMESPACE, &datums).await {
+            tracing::warn!(job_id = %record.job_id, seq = record.seq, error = format!("{e:#}"), "publishing metrics failed; the manifest is done regardless");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency;
+    use crate::ledger::Counts;
+
+    fn record() -> ManifestRecord {
+        ManifestRecord {
+            job_id: "job".into(),
+            seq: 3,
+            counts: Counts {
+                records: 10,
+                succeeded: 7,
+                failed: 2,
+                rejected: 1,
+                blank_lines: 4,
+                bytes_read: 4096,
+            },
+            duration_ms: 1234,
+            latency_histogram: Vec::new(),
+        }
+    }
+
+    fn deltas() -> CounterDeltas {
+        CounterDeltas {
+            client: CountersSnapshot {
+                attempts: 12,
+                retries: 3,
+                status_429: 2,
+                breaker_opened: 1,
+                token_wait_micros: 24_000,
+                ..Default::default()
+            },
+            tokens_leased: 50,
+        }
+    }
+
+    fn find<'a>(datums: &'a [Datum], name: &str, aggregate: bool) -> &'a Datum {
+        let matching: Vec<&Datum> = datums
+            .iter()
+            .filter(|d| d.name == name && d.dimensions.is_empty() == aggregate)
+            .collect();
+        assert_eq!(matching.len(), 1, "{name} aggregate={aggregate}");
+        matching[0]
+    }
+
+    fn sum(d: &Datum) -> f64 {
+        d.values.iter().zip(&d.counts).map(|(v, c)| v * c).sum()
+    }
+
+    #[test]
+    fn a_manifest_becomes_one_datum_per_metric_and_dimension_set() {
+        let mut h = latency::new_histogram();
+        for ms in [10u64, 10, 20, 30, 30, 30, 400, 400, 5] {
+            h.record(ms * 1000).unwrap();
+        }
+        let record = record();
+        let m = ManifestMetrics {
+            pipeline: "users",
+            record: &record,
+            newly_recorded: true,
+            latency_us: &h,
+            statuses: StatusTally::of([Some(200); 7].into_iter().chain([Some(503), None])),
+            deltas: deltas(),
+        };
+        let datums = manifest_datums(&m, DimensionSets::PipelineAndAggregate);
+        // Every metric the worker emits, per pipeline and as the aggregate.
+        let names: std::collections::BTreeSet<&str> = datums.iter().map(|d| d.name).collect();
+        let expected: std::collections::BTreeSet<&str> =
+            ALL.iter().copied().filter(|n| *n != JOBS_FAILED).collect();
+        assert_eq!(names, expected);
+        assert_eq!(datums.len(), 2 * expected.len());
+        for aggregate in [false, true] {
+            let get = |n| sum(find(&datums, n, aggregate));
+            assert_eq!(get(API_CALLS), 12.0);
+            assert_eq!(get(RETRIES), 3.0);
+            assert_eq!(get(STATUS_429), 2.0);
+            assert_eq!(get(STATUS_2XX), 7.0);
+            assert_eq!(get(STATUS_4XX), 0.0);
+            assert_eq!(get(STATUS_5XX), 1.0);
+            assert_eq!(get(API_ERRORS), 2.0);
+            assert_eq!(get(RECORDS_SUCCEEDED), 7.0);
+            assert_eq!(get(RECORDS_FAILED), 2.0);
+            assert_eq!(get(RECORDS_REJECTED), 1.0);
+            assert_eq!(get(BYTES_READ), 4096.0);
+            assert_eq!(get(TOKENS_LEASED), 50.0);
+            assert_eq!(get(CIRCUIT_BREAKER_OPENED), 1.0);
+            assert_eq!(get(MANIFEST_DURATION), 1234.0);
+            // 24 ms of waiting over 12 attempts: 2 ms each, summing to the total.
+            let wait = find(&datums, RATE_LIMITER_WAIT, aggregate);
+            assert_eq!(
+                (wait.values.clone(), wait.counts.clone()),
+                (vec![2.0], vec![12.0])
+            );
+        }
+        let lat = find(&datums, API_LATENCY, false);
+        assert_eq!(lat.values, vec![5.0, 10.0, 20.0, 30.0, 400.0]);
+        assert_eq!(lat.counts, vec![1.0, 2.0, 1.0, 3.0, 2.0]);
+        assert_eq!(lat.unit, Unit::Milliseconds);
+        assert_eq!(
+            find(&datums, API_CALLS, false).dimensions,
+            vec![(DIMENSION_PIPELINE, "users".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_redelivered_manifest_adds_no_records_but_its_calls() {
+        let h = latency::new_histogram();
+        let record = record();
+        let m = ManifestMetrics {
+            pipeline: "users",
+            record: &record,
+            newly_recorded: false,
+            latency_us: &h,
+            statuses: StatusTally::default(),
+            deltas: CounterDeltas::default(),
+        };
+        let datums = manifest_datums(&m, DimensionSets::PipelineOnly);
+        assert!(datums.iter().all(|d| !d.dimensions.is_empty()));
+        for gone in [
+            RECORDS_SUCCEEDED,
+            RECORDS_FAILED,
+            RECORDS_REJECTED,
+            BYTES_READ,
+        ] {
+            assert!(datums.iter().all(|d| d.name != gone), "{gone}");
+        }
+        // No calls: no latency and no wait datum (CloudWatch rejects empty Values).
+        assert!(
+            datums
+                .iter()
+                .all(|d| d.name != API_LATENCY && d.name != RATE_LIMITER_WAIT)
+        );
+        assert!(datums.iter().any(|d| d.name == API_CALLS));
+    }
+
+    #[test]
+    fn wide_histograms_are_split_into_datums_of_150_values() {
+        let mut h = latency::new_histogram();
+        for ms in 1..=400u64 {
+            h.record(ms * 1000).unwrap();
+        }
+        let values = histogram_values_ms(&h);
+        assert_eq!(values.len(), 400);
+        let record = record();
+        let m = ManifestMetrics {
+            pipeline: "p",
+            record: &record,
+            newly_recorded: true,
+            latency_us: &h,
+            statuses: StatusTally::default(),
+            deltas: deltas(),
+        };
+        let datums = manifest_datums(&m, DimensionSets::PipelineOnly);
+        let lat: Vec<&Datum> = datums.iter().filter(|d| d.name == API_LATENCY).collect();
+        assert_eq!(
+            lat.iter().map(|d| d.values.len()).collect::<Vec<_>>(),
+            vec![150, 150, 100]
+        );
+        assert_eq!(
+            lat.iter().map(|d| sum(d)).sum::<f64>(),
+            (1..=400).sum::<u64>() as f64
+        );
+    }
+
+    #[test]
+    fn calls_hold_at_most_1000_datums_and_the_value_budget() {
+        let datum = |n: usize| Datum {
+            name: API_CALLS,
+            unit: Unit::Count,
+            dimensions: Vec::new(),
+            values: vec![1.0; n],
+            counts: vec![1.0; n],
+        };
+        let many: Vec<Datum> = (0..2500).map(|_| datum(1)).collect();
+        let sizes: Vec<usize> = calls(&many).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        let wide: Vec<Datum> = (0..100).map(|_| datum(150)).collect();
+        let split = calls(&wide);
+        assert!(
+            split
+                .iter()
+                .all(|c| c.iter().map(|d| d.values.len()).sum::<usize>() <= MAX_VALUES_PER_CALL)
+        );
+        assert_eq!(split.iter().map(|c| c.len()).sum::<usize>(), 100);
+        assert!(calls(&[]).is_empty());
+    }
+
+    #[test]
+    fn deltas_subtract_cumulative_counters() {
+        let before = deltas();
+        let mut now = deltas();
+        now.client.attempts += 5;
+        now.client.concurrency_limit = 9;
+        now.tokens_leased += 7;
+        let d = CounterDeltas::between(&before, &now);
+        assert_eq!(d.client.attempts, 5);
+        assert_eq!(d.client.retries, 0);
+        assert_eq!(d.client.concurrency_limit, 9);
+        assert_eq!(d.tokens_leased, 7);
+    }
+
+    #[test]
+    fn status_classes() {
+        let t = StatusTally::of([Some(201), Some(404), Some(429), Some(500), None, Some(302)]);
+        assert_eq!((t.status_2xx, t.status_4xx, t.status_5xx), (1, 2, 1));
+    }
+}

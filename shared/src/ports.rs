@@ -106,3 +106,14 @@ impl CallOutcome {
 pub trait ApiClient: Send + Sync {
     async fn call(&self, request: &ApiRequest, policy: &ClientConfig) -> CallOutcome;
 }
+
+/// Metrics (CloudWatch). Publishes what a caller aggregated; never called per record.
+#[async_trait]
+pub trait MetricsSink: Send + Sync {
+    /// Publishes `datums` in `namespace`, in as many calls as the service's limits need.
+    async fn publish(
+        &self,
+        namespace: &str,
+        datums: &[crate::metrics::Datum],
+    ) -> anyhow::Result<()>;
+}

@@ -35,6 +35,8 @@ pub struct WorkerDeps {
     /// The container's fleet-wide rate limits, for their counters (None when the API client
     /// does not use them, e.g. in unit tests).
     pub limits: Option<Arc<crate::limiter::source::FleetLimits>>,
+    /// Where each manifest's metrics go (None: not published, e.g. in unit tests).
+    pub metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
 }
 
 /// The Lambda entry point: one SQS batch in, the failed message ids out, so only those return to
@@ -43,11 +45,18 @@ pub async fn handle_sqs_event(event: SqsEvent, deps: &WorkerDeps) -> SqsBatchRes
     let mut response = SqsBatchResponse::default();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
-        let result =
-            match serde_json::from_str::<Manifest>(message.body.as_deref().unwrap_or_default()) {
-                Ok(manifest) => process_manifest(&manifest, deps).await.map(drop),
-                Err(e) => Err(anyhow::anyhow!("message {id} is not a manifest: {e}")),
-            };
+        let result = match serde_json::from_str::<Manifest>(
+            message.body.as_deref().unwrap_or_default(),
+        ) {
+            Ok(manifest) => {
+                let span =
+                    tracing::info_span!("manifest", job_id = %manifest.job_id, seq = manifest.seq);
+                tracing::Instrument::instrument(process_manifest(&manifest, deps), span)
+                    .await
+                    .map(drop)
+            }
+            Err(e) => Err(anyhow::anyhow!("message {id} is not a manifest: {e}")),
+        };
         if let Err(e) = result {
             error!(message_id = %id, error = format!("{e:#}"), "manifest failed; it will be retried");
             let mut failure = BatchItemFailure::default();
@@ -116,6 +125,11 @@ pub async fn process_manifest(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result
         blank_lines: tally.blank_lines,
         bytes_read: tally.bytes_read,
     };
+    let statuses = crate::metrics::StatusTally::of(
+        ok.iter()
+            .map(|(_, r)| Some(r.status))
+            .chain(failed.iter().map(|(_, f)| f.status)),
+    );
     let store = deps.store.as_ref();
     let (results_key, failed_key, rejected_key) = (
         keys::results(&m.job_id, m.seq),
@@ -134,8 +148,14 @@ pub async fn process_manifest(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result
         duration_ms: started.elapsed().as_millis() as u64,
         latency_histogram: latency::encode(&histogram),
     };
-    if !deps.ledger.record_manifest(&record).await? {
+    let newly_recorded = deps.ledger.record_manifest(&record).await?;
+    if !newly_recorded {
         warn!(job_id = %m.job_id, seq = m.seq, "manifest was already recorded (redelivery); output rewritten, counts unchanged");
+    }
+    if let Some(metrics) = &deps.metrics {
+        metrics
+            .publish(&m.pipeline, &record, newly_recorded, &histogram, statuses)
+            .await;
     }
     info!(job_id = %m.job_id, seq = m.seq, ?counts, ms = record.duration_ms, "manifest done");
     if deps.ledger.claim_completion(&m.job_id, now_ms()).await? {

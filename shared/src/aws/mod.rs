@@ -3,6 +3,7 @@
 //! Clients honour `AWS_ENDPOINT_URL` (the SDK reads it), which is how the local stack points them
 //! at the moto server; S3 then uses path-style addressing, which local emulators need.
 
+pub mod cloudwatch;
 pub mod dynamo;
 pub mod s3;
 pub mod sqs;
@@ -93,10 +94,19 @@ pub fn worker_deps(
     let api = crate::client::ClientStack::builder()
         .token_sources(limits.factory())
         .build(crate::client::http::pooled_client()?);
+    let metrics = crate::metrics::WorkerMetrics::new(
+        Arc::new(cloudwatch::CloudWatchSink::new(
+            aws_sdk_cloudwatch::Client::new(config),
+        )),
+        crate::metrics::DimensionSets::PipelineAndAggregate,
+        api.counters().clone(),
+        Some(limits.clone()),
+    );
     Ok(crate::worker::WorkerDeps {
         store: Arc::new(s3::S3Store::new(s3_client(config))),
         ledger: Arc::new(dynamo::DynamoLedger::new(ddb, table)),
         api: Arc::new(api),
         limits: Some(limits),
+        metrics: Some(Arc::new(metrics)),
     })
 }
