@@ -1,5 +1,6 @@
-//! Seeing a job on the local stack: the metrics the workers publish (CloudWatch on moto) add up to
-//! the job's summary.
+//! Seeing a job on the local stack: the metrics the workers publish (CloudWatch on moto), the
+//! status, the report and the dashboard all add up to the job's summary; and the API credential
+//! never shows.
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use fanout::metrics;
@@ -196,8 +197,9 @@ fn dom_number(dom: &str, id: &str) -> u64 {
         .unwrap_or_else(|e| panic!("#{id}: {e}"))
 }
 
-/// One job with failures and rejections, seen four ways: the summary, `fanout status`'s JSON, the
-/// HTML report as Chromium renders it, and the published metrics. All four agree.
+/// One job with failures and rejections, seen five ways: the summary, `fanout status`'s JSON, the
+/// HTML report as Chromium renders it, the template's dashboard drawn from the published metrics,
+/// and the metrics themselves. All agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn summary_status_report_and_metrics_agree() {
     let ts = stack("agree").await;
@@ -275,6 +277,44 @@ async fn summary_status_report_and_metrics_agree() {
         &shot,
     )
     .unwrap();
+
+    // The template's dashboard, narrowed to this pipeline (the moto server is shared by every
+    // test) and drawn from the published metrics.
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+    )
+    .unwrap();
+    let subs = fanout::dashboard::substitutions(&template, "local", "us-east-1", &[]).unwrap();
+    let mut widgets =
+        fanout::dashboard::widgets(&fanout::dashboard::dashboard_body(&template, &subs).unwrap());
+    fanout::dashboard::for_pipeline(&mut widgets, metrics::NAMESPACE, &pipeline);
+    let now = std::time::SystemTime::now();
+    let fetched = fanout::dashboard::fetch(
+        &aws_sdk_cloudwatch::Client::new(&ts.config),
+        widgets,
+        now - std::time::Duration::from_secs(900),
+        now + std::time::Duration::from_secs(60),
+    )
+    .await;
+    let page = fanout::dashboard::render("dashboard", &fetched);
+    let total = |series: &str| -> u64 {
+        let marker = format!("data-series=\"{series}\" data-total=\"");
+        let at = page
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {series} total"))
+            + marker.len();
+        page[at..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    assert_eq!(total("succeeded"), n("succeeded"), "dashboard succeeded");
+    assert_eq!(total("failed"), n("failed"), "dashboard failed");
+    assert_eq!(total("rejected"), n("rejected"), "dashboard rejected");
+    // The per-pipeline SEARCH widget finds this pipeline's series too.
+    assert_eq!(total(&pipeline), n("succeeded"), "dashboard by pipeline");
 
     // Metrics.
     for (name, key) in [

@@ -1,5 +1,6 @@
 //! `fanout`: validate pipeline configs, generate test data, and run jobs on a local stack.
 
+mod dashboard;
 mod generate;
 mod report;
 mod status;
@@ -79,6 +80,24 @@ enum Command {
         /// The local file (default: <JOB>_REPORT.html).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Render the template's CloudWatch dashboard locally: every widget's metrics fetched with
+    /// GetMetricData and drawn as an HTML page of SVG charts.
+    Dashboard {
+        /// The SAM template whose DashboardBody is drawn.
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// Stack prefix (the local stack's resource names).
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+        /// Only this pipeline's custom metrics (adds the Pipeline dimension).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// How far back, in minutes.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        #[arg(long, default_value = "dashboard.html")]
+        out: PathBuf,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
@@ -164,6 +183,22 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let table = table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table);
             report::run(&job, &table, out).await
+        }
+        Command::Dashboard {
+            template,
+            prefix,
+            pipeline,
+            minutes,
+            out,
+        } => {
+            dashboard::run(dashboard::DashboardArgs {
+                template,
+                prefix,
+                pipeline,
+                minutes,
+                out,
+            })
+            .await
         }
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod charts;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod framer;
 pub mod latency;
 pub mod ledger;
