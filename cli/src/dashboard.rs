@@ -39,7 +39,15 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     }
     let end = SystemTime::now() + Duration::from_secs(60);
     let start = end - Duration::from_secs(args.minutes * 60 + 60);
-    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    // Two attempts: an endpoint that cannot answer a statistic (moto has no percentiles) fails
+    // fast, and its note says so.
+    let cw = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(&config)
+            .retry_config(
+                aws_sdk_cloudwatch::config::retry::RetryConfig::standard().with_max_attempts(2),
+            )
+            .build(),
+    );
     let fetched = dashboard::fetch(&cw, widgets, start, end).await;
     let title = match &args.pipeline {
         Some(p) => format!(

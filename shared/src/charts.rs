@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-const W: f64 = 560.0;
+const W: f64 = 520.0;
 const H: f64 = 240.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;

@@ -299,7 +299,7 @@ async fn query(
         .end_time(range.1)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(e)))?;
+        .map_err(short_error)?;
     let mut points: Vec<(f64, f64)> = out
         .metric_data_results()
         .iter()
@@ -314,6 +314,22 @@ async fn query(
     Ok(points)
 }
 
+/// The status, code and message of a failed call, without the SDK's whole context (which would
+/// fill the page).
+fn short_error<
+    E: aws_sdk_cloudwatch::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+>(
+    e: aws_sdk_cloudwatch::error::SdkError<E, aws_sdk_cloudwatch::config::http::HttpResponse>,
+) -> anyhow::Error {
+    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match (status, e.code(), e.message()) {
+        (_, Some(code), message) => anyhow::anyhow!("{code}: {}", message.unwrap_or("")),
+        (Some(status), None, _) => anyhow::anyhow!("the endpoint answered HTTP {status}"),
+        _ => anyhow::anyhow!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(e)),
+    }
+}
+
 /// Fetches every widget's data for `[start, end]`.
 pub async fn fetch(
     cw: &aws_sdk_cloudwatch::Client,
@@ -322,12 +338,24 @@ pub async fn fetch(
     end: std::time::SystemTime,
 ) -> Vec<Fetched> {
     let range = (DateTime::from(start), DateTime::from(end));
+    // Charts show minutes before the end of the range (0 = the end).
+    let end_secs = DateTime::from(end).secs() as f64;
+    let minutes = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        points
+            .into_iter()
+            .map(|(t, v)| (((t - end_secs) / 60.0 * 100.0).round() / 100.0, v))
+            .collect()
+    };
     let mut out = Vec::new();
     for widget in widgets {
         let (mut series, mut notes) = (Vec::new(), Vec::new());
         let mut by_id: BTreeMap<String, (Vec<(f64, f64)>, i32)> = BTreeMap::new();
         if let Widget::Metric { rows, .. } = &widget {
-            for r in rows {
+            // Expressions read other rows by id, wherever those stand: evaluate them last.
+            let (derived, fetched_first): (Vec<&Row>, Vec<&Row>) = rows
+                .iter()
+                .partition(|r| matches!(r, Row::PerSecond { .. }));
+            for r in fetched_first.into_iter().chain(derived) {
                 match r {
                     Row::Metric {
                         id,
@@ -340,6 +368,7 @@ pub async fn fetch(
                         visible,
                     } => match query(cw, namespace, name, dimensions, stat, *period, range).await {
                         Ok(points) => {
+                            let points = minutes(points);
                             if let Some(id) = id {
                                 by_id.insert(id.clone(), (points.clone(), *period));
                             }
@@ -407,9 +436,13 @@ pub async fn fetch(
                                     match query(cw, namespace, name, &dims, stat, *period, range)
                                         .await
                                     {
-                                        Ok(points) => {
-                                            series.push((Series { label, points }, stat.clone()))
-                                        }
+                                        Ok(points) => series.push((
+                                            Series {
+                                                label,
+                                                points: minutes(points),
+                                            },
+                                            stat.clone(),
+                                        )),
                                         Err(e) => notes.push(format!("{name} {label}: {e}")),
                                     }
                                 }
@@ -441,7 +474,7 @@ pub fn render(title: &str, fetched: &[Fetched]) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
 body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}.grid{{display:flex;flex-wrap:wrap;gap:16px}}\
 .widget{{border:1px solid #ddd;padding:8px;background:#fafafa}}table{{border-collapse:collapse;font-size:12px}}\
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td.l{{text-align:left}}.note{{color:#8a5300;font-size:12px}}\
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td.l{{text-align:left}}.note{{color:#8a5300;font-size:12px}}pre{{white-space:pre-wrap;max-width:1100px}}\
 </style></head><body><h1>{t}</h1><div class=\"grid\">",
         t = esc(title)
     );
@@ -482,7 +515,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td.l{{text-align:
                 );
                 html.push_str(&charts::line_chart(
                     title,
-                    "time (s since the epoch)",
+                    "minutes (0 = the end of the range)",
                     "",
                     &series,
                     reference.as_ref().map(|(l, v)| (l.as_str(), *v)),
