@@ -55,10 +55,9 @@ where
 }
 
 pub fn init_json() {
-    let _ = tracing::subscriber::set_global_default(json_subscriber(
-        env_filter("info"),
-        std::io::stdout,
-    ));
+    use tracing_subscriber::util::SubscriberInitExt;
+    // try_init also routes the `log` records of dependencies into the same lines.
+    let _ = json_subscriber(env_filter("info"), std::io::stdout).try_init();
 }
 
 pub fn init_text(default_level: &str) {
