@@ -592,6 +592,66 @@ mod tests {
         assert_eq!(d.tokens_leased, 7);
     }
 
+    /// Remembers what it was given; fails when told to.
+    #[derive(Default)]
+    struct TestSink {
+        fail: std::sync::atomic::AtomicBool,
+        published: Mutex<Vec<Vec<Datum>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricsSink for TestSink {
+        async fn publish(&self, namespace: &str, datums: &[Datum]) -> anyhow::Result<()> {
+            assert_eq!(namespace, NAMESPACE);
+            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("CloudWatch is down");
+            }
+            self.published.lock().unwrap().push(datums.to_vec());
+            Ok(())
+        }
+    }
+
+    /// The container's counters are cumulative: each publication sends what they moved by since
+    /// the previous one, and a failed publication neither fails the caller nor resends later.
+    #[tokio::test]
+    async fn publications_send_counter_deltas_and_survive_a_failing_sink() {
+        let sink = std::sync::Arc::new(TestSink::default());
+        let counters = std::sync::Arc::new(ClientCounters::default());
+        let metrics = WorkerMetrics::new(
+            sink.clone(),
+            DimensionSets::PipelineOnly,
+            counters.clone(),
+            None,
+        );
+        let h = latency::new_histogram();
+        let record = record();
+        let calls = |datums: &[Datum]| sum(find(datums, API_CALLS, false));
+        counters
+            .attempts
+            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .publish("p", &record, true, &h, StatusTally::default())
+            .await;
+        counters
+            .attempts
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        sink.fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .publish("p", &record, true, &h, StatusTally::default())
+            .await;
+        sink.fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .attempts
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .publish("p", &record, true, &h, StatusTally::default())
+            .await;
+        let published = sink.published.lock().unwrap();
+        assert_eq!(published.len(), 2);
+        assert_eq!(calls(&published[0]), 5.0);
+        assert_eq!(calls(&published[1]), 2.0);
+    }
+
     #[test]
     fn status_classes() {
         let t = StatusTally::of([Some(201), Some(404), Some(429), Some(500), None, Some(302)]);
