@@ -83,14 +83,24 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut previous: Vec<Option<Sample>> = vec![None; jobs.len()];
+    // Counts move only when a manifest is recorded, so the pace is taken over at least
+    // PACE_WINDOW (before that, since the job began) rather than between two refreshes.
+    const PACE_WINDOW_MS: u64 = 30_000;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); jobs.len()];
     let mut drawn_lines = 0;
     loop {
         let mut text = String::new();
         let mut all_final = true;
-        for (job, prev) in jobs.iter().zip(previous.iter_mut()) {
-            let p: JobProgress = progress::read(job, &ledger, &store, *prev).await?;
-            *prev = Some(p.sample(fanout::ledger::now_ms()));
+        for (job, history) in jobs.iter().zip(samples.iter_mut()) {
+            let now = fanout::ledger::now_ms();
+            let window_start = history
+                .iter()
+                .rev()
+                .find(|s| now.saturating_sub(s.at_ms) >= PACE_WINDOW_MS)
+                .copied();
+            let p: JobProgress = progress::read(job, &ledger, &store, window_start).await?;
+            history.retain(|s| now.saturating_sub(s.at_ms) < 2 * PACE_WINDOW_MS);
+            history.push(p.sample(now));
             all_final &= p.status.is_final();
             text += &p.render_text();
         }

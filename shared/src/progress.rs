@@ -22,7 +22,9 @@ pub struct JobProgress {
     pub failed: u64,
     pub rejected: u64,
     pub blank_lines: u64,
-    /// Records per second: over the last refresh when there was one, else since the job began.
+    /// Records per second since the earlier look at the job when one is given (`fanout status`
+    /// gives one at least 30 s old, as counts move only when a manifest is recorded), else since
+    /// the job began.
     pub records_per_sec: f64,
     /// The pipeline's fleet-wide API limit (requests per second).
     pub rate_limit_per_sec: Option<f64>,
