@@ -21,7 +21,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::json;
 
-use crate::aws::s3_client;
+use crate::aws::{WorkerClientShared, s3_client};
 use crate::ledger::{JobRecord, JobStatus};
 use crate::manifest::keys;
 use crate::splitter::{self, SplitOutcome, SplitterDeps};
@@ -64,6 +64,12 @@ pub const VISIBILITY_SECS: i32 = 1800;
 pub const LOCAL_RETRY_DELAY_SECS: i32 = 5;
 /// Receives before a manifest goes to the DLQ.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// The worker's timeout, template.yaml's default: each local invocation gets this deadline, as a
+/// Lambda invocation does.
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// What the deadline of the API calls leaves of an invocation for writing the output and
+/// recording the manifest.
+pub const WORKER_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Creates the bucket (versioned), the queue with its DLQ, and the ledger table, unless they
 /// exist. The settings mirror template.yaml's.
@@ -168,7 +174,9 @@ pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterD
     crate::aws::splitter_deps(config, &stack.queue_url, &stack.names.table)
 }
 
-/// Fresh clients for one simulated worker container of a fleet of `fleet_size`.
+/// Fresh clients for one simulated worker container of a fleet of `fleet_size`. Like a real
+/// container, it shares only the table with the others: the rate limit and the breakers' open
+/// state reach them through DynamoDB.
 pub fn worker_deps(
     config: &aws_config::SdkConfig,
     stack: &Stack,
@@ -281,6 +289,7 @@ pub struct Pollers {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
     limits: Vec<Arc<crate::limiter::source::FleetLimits>>,
+    breakers: Vec<Arc<crate::aws::breaker::DynamoBreakerStores>>,
 }
 
 /// What the pollers did, over every simulated container.
@@ -290,6 +299,17 @@ pub struct PollerTotals {
     /// Conditional writes made to lease rate-limit tokens (successful or not).
     pub lease_writes: u64,
     pub tokens_leased: u64,
+    /// Reads of the shared breaker state (at most one per container per second while calling).
+    pub breaker_reads: u64,
+    /// Conditional writes of the shared breaker state (on opening and on closing).
+    pub breaker_writes: u64,
+}
+
+impl PollerTotals {
+    /// Every DynamoDB write the API clients made (not the ledger's): leases and breaker state.
+    pub fn client_ddb_writes(&self) -> u64 {
+        self.lease_writes + self.breaker_writes
+    }
 }
 
 impl Pollers {
@@ -302,8 +322,17 @@ impl Pollers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         let mut limits = Vec::new();
+        let mut breakers = Vec::new();
         for _ in 0..options.workers {
-            let deps = worker_deps(config, stack, options.workers as u32)?;
+            let shared = WorkerClientShared::new(config, &stack.names.table);
+            breakers.push(shared.breakers.clone());
+            let deadline = shared.deadline.clone();
+            let deps = crate::aws::worker_deps_with(
+                config,
+                &stack.names.table,
+                options.workers as u32,
+                shared,
+            )?;
             limits.extend(deps.limits.clone());
             let sqs = aws_sdk_sqs::Client::new(config);
             let (queue_url, stop, batch) = (
@@ -312,13 +341,18 @@ impl Pollers {
                 options.batch_size.clamp(1, 10),
             );
             tasks.push(tokio::spawn(async move {
-                poll_loop(&sqs, &queue_url, batch, &deps, &stop).await
+                let container = Container {
+                    deps: &deps,
+                    deadline: &deadline,
+                };
+                poll_loop(&sqs, &queue_url, batch, container, &stop).await
             }));
         }
         Ok(Self {
             stop,
             tasks,
             limits,
+            breakers,
         })
     }
 
@@ -334,15 +368,27 @@ impl Pollers {
             totals.lease_writes += writes;
             totals.tokens_leased += tokens;
         }
+        for b in &self.breakers {
+            let (reads, writes) = b.totals();
+            totals.breaker_reads += reads;
+            totals.breaker_writes += writes;
+        }
         Ok(totals)
     }
+}
+
+/// One simulated container: its clients, and the deadline its invocations set.
+#[derive(Clone, Copy)]
+struct Container<'a> {
+    deps: &'a WorkerDeps,
+    deadline: &'a crate::client::deadline::DeadlineHandle,
 }
 
 async fn poll_loop(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     batch_size: i32,
-    deps: &WorkerDeps,
+    container: Container<'_>,
     stop: &AtomicBool,
 ) -> anyhow::Result<u64> {
     let mut invocations = 0;
@@ -371,7 +417,12 @@ async fn poll_loop(
             .map(|m| json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs"}))
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-        let response = worker::handle_sqs_event(event, deps).await;
+        // As Lambda gives each invocation its timeout: calls may wait out an open breaker until
+        // then, instead of failing the record at the first turned-away attempt.
+        container.deadline.set(Some(
+            tokio::time::Instant::now() + WORKER_TIMEOUT - WORKER_DEADLINE_MARGIN,
+        ));
+        let response = worker::handle_sqs_event(event, container.deps).await;
         invocations += 1;
         let failed: Vec<&str> = response
             .batch_item_failures

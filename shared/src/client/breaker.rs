@@ -1,7 +1,10 @@
 //! Circuit breaker: closed / open / half-open on the failure rate over a sliding window.
 //!
 //! - **Closed**: calls pass; each outcome is recorded in a time-bucketed window. Once the window
-//!   holds at least `min_calls` and `failure_rate` of them failed, the breaker opens.
+//!   holds at least `min_calls` and `failure_rate` of them failed, the breaker opens. It also
+//!   opens when the last `min_calls` outcomes all failed: after a sudden outage the window is
+//!   still full of the successes from before it, and the rate alone would take half a window
+//!   of failures (at full rate, every record burning its attempts) to cross `failure_rate`.
 //! - **Open**: calls fail fast with [`ClientError::BreakerOpen`] (saying when the next probe is
 //!   due) without taking a slot or a token, so an API that is down is not hammered by retries.
 //! - **Half-open**: once `open_for` has passed, one call goes through as a probe while the rest
@@ -123,6 +126,8 @@ struct Inner {
     /// calls still in flight when the breaker opened) are not counted against the new one.
     generation: u64,
     buckets: Vec<Bucket>,
+    /// Failures recorded since the last success (in this generation).
+    consecutive_failures: u32,
     last_sync: Option<Instant>,
 }
 
@@ -222,6 +227,7 @@ impl Breaker {
                 state: State::Closed,
                 generation: 0,
                 buckets: vec![Bucket::default(); BUCKETS as usize],
+                consecutive_failures: 0,
                 last_sync: None,
             }),
         })
@@ -324,6 +330,7 @@ impl Breaker {
             let until = now + self.settings.open_for;
             inner.state = State::Open { until };
             inner.generation += 1;
+            inner.consecutive_failures = 0;
             ClientCounters::bump(&self.counters.breaker_opened);
             Publish::Open(until)
         };
@@ -333,6 +340,7 @@ impl Breaker {
                     inner.state = State::Closed;
                     inner.generation += 1;
                     inner.buckets.fill(Bucket::default());
+                    inner.consecutive_failures = 0;
                     info!("circuit breaker closed: probe succeeded");
                     Publish::Closed
                 }
@@ -361,6 +369,17 @@ impl Breaker {
         }
         bucket.calls += 1;
         bucket.failures += u32::from(verdict == Verdict::Failure);
+        inner.consecutive_failures = match verdict {
+            Verdict::Failure => inner.consecutive_failures + 1,
+            _ => 0,
+        };
+        if inner.consecutive_failures >= self.settings.min_calls {
+            warn!(
+                failures = inner.consecutive_failures,
+                "circuit breaker opened: consecutive failures"
+            );
+            return open(&mut inner);
+        }
         let (calls, failures) = inner
             .buckets
             .iter()
@@ -512,6 +531,35 @@ mod tests {
 
         assert_eq!(breaker.state(), BreakerState::Open);
         assert_eq!(counters.breaker_opened.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_calls_failures_in_a_row_open_it_despite_a_window_of_successes() {
+        let (breaker, _) = breaker();
+        let healthy = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![status(200)]));
+        for _ in 0..100 {
+            send(&healthy).await.unwrap();
+        }
+        let down = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![status(503)]));
+        // 3 failures, a success, 3 failures: never 4 in a row, and 6 of 107 is a low rate.
+        let mixed = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![
+            status(503),
+            status(503),
+            status(503),
+            status(200),
+        ]));
+        for _ in 0..4 {
+            send(&mixed).await.unwrap();
+        }
+        for _ in 0..3 {
+            send(&down).await.unwrap();
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+
+        // The 4th in a row (min_calls) opens it, with 7 of 108 calls failed in the window.
+        send(&down).await.unwrap();
+
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]
