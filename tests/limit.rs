@@ -71,7 +71,9 @@ async fn steady_run(rate: u32, seconds: u32) -> Figures {
         max_window_over_limit: max_window,
         rejected_429: stats.by_status.get(&429).copied().unwrap_or(0),
         calls,
-        ddb_writes_per_1000_calls: report.pollers.lease_writes as f64 * 1000.0 / calls as f64,
+        // Leases and breaker-state writes: every write the API clients make.
+        ddb_writes_per_1000_calls: report.pollers.client_ddb_writes() as f64 * 1000.0
+            / calls as f64,
     }
 }
 

@@ -39,6 +39,11 @@ use crate::config::ClientConfig;
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Buckets of the sliding window: old outcomes leave the window a bucket at a time.
 const BUCKETS: u64 = 10;
+/// What a call turned away while the probe is out is told to wait. Short, so that when the probe
+/// finds the API back the waiting calls follow within a moment instead of a whole open period
+/// later; if the probe fails, they come back to an open breaker and wait for its end. A turned
+/// away call costs no attempt, no token and no request, so coming back often is cheap.
+pub const PROBE_ANSWER_WAIT: Duration = Duration::from_millis(200);
 
 /// Where the open state is shared. Implementations only store; the breaker decides.
 #[async_trait]
@@ -285,7 +290,10 @@ impl Breaker {
         let mut inner = self.lock();
         let later = match inner.state {
             State::Open { until: mine } => until > mine,
-            State::Closed | State::HalfOpen { .. } => true,
+            // A probe is out: its answer is fresher than what the store says, and a state
+            // change now would discard it (another generation) and so cost a second probe.
+            State::HalfOpen { probing: true } => false,
+            State::Closed | State::HalfOpen { probing: false } => true,
         };
         if later {
             info!(
@@ -315,8 +323,7 @@ impl Breaker {
                     probe: true,
                 })
             }
-            // The probe's answer will be in well before another open period has passed.
-            State::HalfOpen { probing: true } => Err(self.settings.open_for),
+            State::HalfOpen { probing: true } => Err(PROBE_ANSWER_WAIT),
         }
     }
 
@@ -631,11 +638,13 @@ mod tests {
         let probe = tokio::spawn(svc.clone().oneshot(call()));
         tokio::task::yield_now().await;
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        // While the probe is out, other calls are still turned away.
-        assert!(matches!(
+        // While the probe is out, other calls are still turned away, told to come back soon.
+        assert_eq!(
             send(&svc).await,
-            Err(ClientError::BreakerOpen { .. })
-        ));
+            Err(ClientError::BreakerOpen {
+                retry_in: PROBE_ANSWER_WAIT
+            })
+        );
 
         assert_eq!(probe.await.unwrap().unwrap().status, 200);
         assert_eq!(breaker.state(), BreakerState::Closed);
@@ -684,6 +693,38 @@ mod tests {
         assert_eq!(send(&svc).await.unwrap().status, 200);
         assert_eq!(inner.calls(), 2);
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fleet_state_does_not_discard_a_probe_in_flight() {
+        let store: Arc<dyn BreakerStateStore> = Arc::new(InMemoryBreakerStore::default());
+        let (a, _) = breaker_with(store.clone());
+        let (b, b_counters) = breaker_with(store.clone());
+        trip(&b).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let b_svc = BreakerLayer::new(b.clone()).layer(Scripted::delayed(vec![(
+            Duration::from_secs(2),
+            status(503),
+        )]));
+        let probe = tokio::spawn(b_svc.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+
+        // Meanwhile another container opens; b's next call reads that from the store.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        trip(&a).await;
+        tokio::time::advance(SYNC_INTERVAL).await;
+        assert_eq!(
+            send(&b_svc).await,
+            Err(ClientError::BreakerOpen {
+                retry_in: PROBE_ANSWER_WAIT
+            })
+        );
+
+        // b's failed probe still counts: b reopens on its own evidence, for a full period.
+        probe.await.unwrap().unwrap();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b_counters.breaker_opened.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]
