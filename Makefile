@@ -36,12 +36,13 @@ lint:
 bench:
 	cargo bench -p fanout-shared --bench throughput
 
-## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s); last line is JSON.
+## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
+## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
 	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
-		cargo test --release --locked -p integration-tests --test limit -- --nocapture
-	@tail -n 1 .local/bench-limit.jsonl
+		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture
+	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 
 clean:
 	rm -rf target .venv .local .aws-sam
