@@ -7,9 +7,10 @@
 //!
 //! - opening keeps the later time: `SET … IF attribute_not_exists(open_until_ms) OR
 //!   open_until_ms < :until`; a failed condition means a later opening is stored already;
-//! - closing (a probe succeeded) deletes the item only if it was opened before the probe's
-//!   answer (`opened_at_ms <= :now`): a container that reopened it since, on fresher evidence,
-//!   is not overruled.
+//! - closing (a probe succeeded) removes the open time only if it was published before the
+//!   probe's answer (`REMOVE … IF opened_at_ms <= :now`): a container that reopened it since, on
+//!   fresher evidence, is not overruled. An UpdateItem, not a DeleteItem, so the worker needs no
+//!   permission beyond the ledger's; TTL removes the item.
 //!
 //! The breaker reads the item at most once per [`SYNC_INTERVAL`] per container.
 //!
@@ -139,10 +140,11 @@ impl BreakerStateStore for DynamoBreakerStore {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key("pk", self.pk())
             .key("sk", AttributeValue::S("B".into()))
+            .update_expression("REMOVE open_until_ms, opened_at_ms")
             .condition_expression("opened_at_ms <= :now")
             .expression_attribute_values(":now", n(crate::ledger::now_ms()))
             .send()
@@ -152,7 +154,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             // Already closed, or reopened since the probe was sent.
             Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(anyhow::anyhow!(
-                "DynamoDB DeleteItem breaker: {}",
+                "DynamoDB UpdateItem breaker close: {}",
                 DisplayErrorContext(e)
             )),
         }
