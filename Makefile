@@ -11,16 +11,21 @@ demo: setup
 	RECORDS=$(RECORDS) WORKERS=$(WORKERS) scripts/with-stack.sh scripts/demo.sh
 
 ## test: every check and test: formatting, clippy, unit, property and end-to-end tests on the local
-## stack, and the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs).
+## stack, the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs),
+## the template built (sam build --config-env local: x86_64, see samconfig.toml), deployed into the
+## local AWS, read back and given a job, and events/ run through the Lambda binaries (cargo lambda).
 test: setup lint
 	scripts/with-stack.sh cargo test --workspace --locked
 	FANOUT_TEMPLATE_TEST_DONE=1 infra/check.sh
+	infra/deploy-local.sh
+	scripts/with-stack.sh infra/invoke-local.sh
 
-## test-infra: the template built (sam build, arm64, cargo-lambda + zig), deployed into the local AWS
-## and read back, and events/ run through the built binaries with cargo lambda. Needs Rust's aarch64
-## standard library (infra/setup.sh --build runs rustup target add).
+## test-infra: the same infrastructure checks, plus the production build: sam build for arm64
+## (cargo-lambda + zig). Needs Rust's aarch64 standard library, which infra/setup.sh --build fetches
+## with rustup from the Rust distribution server (not reachable from CI, hence not in `make test`).
 test-infra: setup
 	infra/check.sh
+	infra/build.sh
 	infra/deploy-local.sh
 	scripts/with-stack.sh infra/invoke-local.sh
 

@@ -56,6 +56,35 @@ enum Format {
     Jsonl,
 }
 
+/// Which stack a local run uses: the one `local up` makes for a prefix, or resources that exist
+/// already (a stack deployed from template.yaml), named all four together.
+#[derive(clap::Args)]
+struct StackArgs {
+    /// Prefix of the resources `local up` creates (bucket <prefix>-data, ...).
+    #[arg(long, default_value = "fanout")]
+    prefix: String,
+    /// An existing data bucket (with --queue-url, --dlq-url and --table): run on it instead.
+    #[arg(long, requires_all = ["queue_url", "dlq_url", "table"])]
+    bucket: Option<String>,
+    #[arg(long, requires = "bucket")]
+    queue_url: Option<String>,
+    #[arg(long, requires = "bucket")]
+    dlq_url: Option<String>,
+    #[arg(long, requires = "bucket")]
+    table: Option<String>,
+}
+
+impl StackArgs {
+    async fn stack(&self, config: &aws_config::SdkConfig) -> anyhow::Result<local::Stack> {
+        match (&self.bucket, &self.queue_url, &self.dlq_url, &self.table) {
+            (Some(bucket), Some(queue_url), Some(dlq_url), Some(table)) => {
+                Ok(local::Stack::existing(bucket, queue_url, dlq_url, table))
+            }
+            _ => local::ensure_stack(config, &StackNames::with_prefix(&self.prefix)).await,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum LocalCommand {
     /// Create the bucket, queues and ledger table unless they exist.
@@ -75,8 +104,8 @@ enum LocalCommand {
         /// Pipeline name; the input goes to input/<name>/<file name>. Defaults to the config's file stem.
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: StackArgs,
         /// Simulated worker containers (the event source mapping's maximum concurrency).
         #[arg(long, default_value_t = 8)]
         workers: usize,
@@ -116,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 input,
                 pipeline,
                 name,
-                prefix,
+                stack,
                 workers,
                 batch_size,
                 timeout_secs,
@@ -130,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
                     &input,
                     &pipeline,
                     name,
-                    &prefix,
+                    &stack,
                     &options,
                     Duration::from_secs(timeout_secs),
                     quiet,
@@ -168,7 +197,7 @@ async fn run(
     input: &Path,
     pipeline: &Path,
     name: Option<String>,
-    prefix: &str,
+    stack: &StackArgs,
     options: &PollerOptions,
     timeout: Duration,
     quiet: bool,
@@ -191,7 +220,7 @@ async fn run(
         .into_owned();
 
     let config = fanout::aws::load_config().await;
-    let stack = local::ensure_stack(&config, &StackNames::with_prefix(prefix)).await?;
+    let stack = stack.stack(&config).await?;
     local::put_pipeline(&config, &stack.names.bucket, &name, &yaml).await?;
     let key = format!("input/{name}/{file_name}");
     eprintln!(

@@ -56,6 +56,25 @@ pub struct Stack {
     pub dlq_url: String,
 }
 
+impl Stack {
+    /// A stack that exists already, e.g. one deployed from template.yaml (infra/deploy-local.sh
+    /// runs a job on the emulator's copy of it), named by its resources.
+    pub fn existing(bucket: &str, queue_url: &str, dlq_url: &str, table: &str) -> Self {
+        // A queue URL ends with the queue's name.
+        let name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_string();
+        Self {
+            names: StackNames {
+                bucket: bucket.to_string(),
+                queue: name(queue_url),
+                dlq: name(dlq_url),
+                table: table.to_string(),
+            },
+            queue_url: queue_url.to_string(),
+            dlq_url: dlq_url.to_string(),
+        }
+    }
+}
+
 /// Visibility timeout of the manifest queue: 6 × the worker's 300 s timeout, as template.yaml
 /// sets it, so a manifest still being processed is never handed to a second container.
 pub const VISIBILITY_SECS: i32 = 1800;
