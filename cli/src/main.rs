@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 let options = PollerOptions {
                     workers,
                     batch_size,
+                    ..PollerOptions::default()
                 };
                 run(
                     &input,

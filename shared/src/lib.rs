@@ -5,8 +5,10 @@
 //! [`ports`], which the [`aws`] adapters and the [`client`] stack implement.
 
 pub mod aws;
+pub mod claims;
 pub mod client;
 pub mod config;
+pub mod continuation;
 pub mod framer;
 pub mod latency;
 pub mod ledger;

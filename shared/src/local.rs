@@ -174,7 +174,7 @@ pub fn worker_deps(
     stack: &Stack,
     fleet_size: u32,
 ) -> anyhow::Result<WorkerDeps> {
-    crate::aws::worker_deps(config, &stack.names.table, fleet_size)
+    crate::aws::worker_deps(config, &stack.names.table, &stack.queue_url, fleet_size)
 }
 
 /// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).
@@ -265,6 +265,22 @@ pub struct PollerOptions {
     pub workers: usize,
     /// Messages per worker invocation (the mapping's batch size), 1..=10.
     pub batch_size: i32,
+    /// The simulated Lambda timeout. Each invocation is given the deadline it implies (as Lambda
+    /// gives it in the context) and is killed if it runs past it: its messages are then neither
+    /// deleted nor returned, and reappear after the queue's visibility timeout, as on Lambda.
+    /// None: no deadline, no kill.
+    pub invocation_timeout: Option<Duration>,
+    /// Fault injection: runtimes that die mid-invocation.
+    pub kills: Option<Kills>,
+}
+
+/// Kills `count` invocations (over the whole fleet) `after` they start, as if the runtime died:
+/// the handler is dropped wherever it is, nothing more is written, and its messages reappear
+/// after the queue's visibility timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Kills {
+    pub count: u32,
+    pub after: Duration,
 }
 
 impl Default for PollerOptions {
@@ -272,6 +288,8 @@ impl Default for PollerOptions {
         Self {
             workers: 8,
             batch_size: 1,
+            invocation_timeout: None,
+            kills: None,
         }
     }
 }
@@ -279,7 +297,7 @@ impl Default for PollerOptions {
 /// The running pollers; stop them with [`Pollers::stop`].
 pub struct Pollers {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
     limits: Vec<Arc<crate::limiter::source::FleetLimits>>,
 }
 
@@ -287,6 +305,8 @@ pub struct Pollers {
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct PollerTotals {
     pub invocations: u64,
+    /// Invocations killed: injected kills and simulated timeouts.
+    pub killed: u64,
     /// Conditional writes made to lease rate-limit tokens (successful or not).
     pub lease_writes: u64,
     pub tokens_leased: u64,
@@ -300,6 +320,9 @@ impl Pollers {
         options: &PollerOptions,
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let kills_left = Arc::new(std::sync::atomic::AtomicU32::new(
+            options.kills.map_or(0, |k| k.count),
+        ));
         let mut tasks = Vec::new();
         let mut limits = Vec::new();
         for _ in 0..options.workers {
@@ -311,8 +334,13 @@ impl Pollers {
                 stop.clone(),
                 options.batch_size.clamp(1, 10),
             );
+            let faults = Faults {
+                timeout: options.invocation_timeout,
+                kill_after: options.kills.map(|k| k.after),
+                kills_left: kills_left.clone(),
+            };
             tasks.push(tokio::spawn(async move {
-                poll_loop(&sqs, &queue_url, batch, &deps, &stop).await
+                poll_loop(&sqs, &queue_url, batch, &deps, &stop, &faults).await
             }));
         }
         Ok(Self {
@@ -327,7 +355,9 @@ impl Pollers {
         self.stop.store(true, Ordering::SeqCst);
         let mut totals = PollerTotals::default();
         for t in self.tasks {
-            totals.invocations += t.await??;
+            let (invocations, killed) = t.await??;
+            totals.invocations += invocations;
+            totals.killed += killed;
         }
         for l in &self.limits {
             let (writes, _, tokens) = l.totals();
@@ -338,14 +368,37 @@ impl Pollers {
     }
 }
 
+/// How a simulated container's invocations end early.
+struct Faults {
+    timeout: Option<Duration>,
+    kill_after: Option<Duration>,
+    kills_left: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    /// When this invocation dies: at its timeout, or earlier if it is one of the injected kills.
+    fn death(&self) -> Option<Duration> {
+        let killed = self.kill_after.filter(|_| {
+            self.kills_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        });
+        match (killed, self.timeout) {
+            (Some(k), Some(t)) => Some(k.min(t)),
+            (k, t) => k.or(t),
+        }
+    }
+}
+
 async fn poll_loop(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     batch_size: i32,
     deps: &WorkerDeps,
     stop: &AtomicBool,
-) -> anyhow::Result<u64> {
-    let mut invocations = 0;
+    faults: &Faults,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut invocations, mut killed) = (0, 0);
     while !stop.load(Ordering::SeqCst) {
         let received = sqs
             .receive_message()
@@ -371,8 +424,25 @@ async fn poll_loop(
             .map(|m| json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs"}))
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-        let response = worker::handle_sqs_event(event, deps).await;
+        let deadline_ms = faults
+            .timeout
+            .map(|t| crate::ledger::now_ms() + t.as_millis() as u64);
+        let handler = worker::handle_sqs_batch(event, deps, deadline_ms);
         invocations += 1;
+        let response = match faults.death() {
+            None => handler.await,
+            Some(death) => match tokio::time::timeout(death, handler).await {
+                Ok(response) => response,
+                Err(_) => {
+                    // The runtime died (or Lambda killed it at its timeout): the handler is gone
+                    // mid-work, and the messages are left in flight, to reappear after the
+                    // visibility timeout.
+                    tracing::warn!(after = ?death, "invocation killed");
+                    killed += 1;
+                    continue;
+                }
+            },
+        };
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -417,7 +487,7 @@ async fn poll_loop(
             }
         }
     }
-    Ok(invocations)
+    Ok((invocations, killed))
 }
 
 /// What a local run came to.

@@ -69,7 +69,16 @@ pub trait JobLedger: Send + Sync {
     async fn fail_job(&self, job_id: &str, reason: &str) -> anyhow::Result<()>;
     /// Records a finished manifest and adds its counts to the job, once: returns false when the
     /// manifest had already been recorded (a redelivery), in which case nothing is added.
+    /// A manifest with `continued_at` also adds one to the job's `manifests_total`, in the same
+    /// write: the continuation it enqueues is part of the job from then on.
     async fn record_manifest(&self, manifest: &ManifestRecord) -> anyhow::Result<bool>;
+    /// The record of manifest `(seq, part)`, if it was recorded.
+    async fn manifest(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+    ) -> anyhow::Result<Option<ManifestRecord>>;
     /// Claims the job's completion once every manifest is recorded (status → COMPLETING; the
     /// first claim sets the finish time). True means: write the summary, then call
     /// [`JobLedger::mark_completed`]. A claim stays open until then, so whoever processes a

@@ -226,6 +226,7 @@ async fn plan_job(
         .map(|(seq, range)| Manifest {
             job_id: job_id.into(),
             seq: seq as u32,
+            part: 0,
             manifests_total: total,
             bucket: bucket.into(),
             key: key.into(),

@@ -61,7 +61,8 @@ pub fn splitter_deps(
 }
 
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
-/// holds the rate-limit windows) and `FLEET_SIZE` (the worker's reserved concurrency, which sizes
+/// holds the rate-limit windows and manifest claims), `QUEUE_URL` (for continuations) and
+/// `FLEET_SIZE` (the worker's reserved concurrency, which sizes
 /// rate-limit leases).
 pub fn worker_deps_from_env(
     config: &aws_config::SdkConfig,
@@ -72,7 +73,12 @@ pub fn worker_deps_from_env(
             .map_err(|_| anyhow::anyhow!("FLEET_SIZE={v:?} is not a whole number"))?,
         Err(_) => 1,
     };
-    worker_deps(config, &required_env("TABLE_NAME")?, fleet_size)
+    worker_deps(
+        config,
+        &required_env("TABLE_NAME")?,
+        &required_env("QUEUE_URL")?,
+        fleet_size,
+    )
 }
 
 /// A worker container's dependencies: S3, the ledger, and the API client stack whose rate limit
@@ -80,6 +86,7 @@ pub fn worker_deps_from_env(
 pub fn worker_deps(
     config: &aws_config::SdkConfig,
     table: &str,
+    queue_url: &str,
     fleet_size: u32,
 ) -> anyhow::Result<crate::worker::WorkerDeps> {
     use crate::limiter::{dynamo::DynamoLeaser, source::FleetLimits, source::system_clock};
@@ -93,9 +100,16 @@ pub fn worker_deps(
     let api = crate::client::ClientStack::builder()
         .token_sources(limits.factory())
         .build(crate::client::http::pooled_client()?);
+    let ledger = Arc::new(dynamo::DynamoLedger::new(ddb, table));
     Ok(crate::worker::WorkerDeps {
         store: Arc::new(s3::S3Store::new(s3_client(config))),
-        ledger: Arc::new(dynamo::DynamoLedger::new(ddb, table)),
+        ledger: ledger.clone(),
+        claims: ledger,
+        queue: Arc::new(sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(config),
+            queue_url,
+        )),
+        deadline: Some(api.deadline().clone()),
         api: Arc::new(api),
         limits: Some(limits),
     })
