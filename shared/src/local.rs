@@ -376,17 +376,24 @@ struct Faults {
 }
 
 impl Faults {
-    /// When this invocation dies: at its timeout, or earlier if it is one of the injected kills.
-    fn death(&self) -> Option<Duration> {
+    /// When this invocation dies: at its timeout, or earlier if it draws one of the injected
+    /// kills (the second value: hand it back with [`Faults::unused_kill`] if the invocation ends
+    /// first, so that `count` kills really happen).
+    fn death(&self) -> (Option<Duration>, bool) {
         let killed = self.kill_after.filter(|_| {
             self.kills_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         });
-        match (killed, self.timeout) {
+        let death = match (killed, self.timeout) {
             (Some(k), Some(t)) => Some(k.min(t)),
             (k, t) => k.or(t),
-        }
+        };
+        (death, killed.is_some())
+    }
+
+    fn unused_kill(&self) {
+        self.kills_left.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -430,9 +437,14 @@ async fn poll_loop(
         let handler = worker::handle_sqs_batch(event, deps, deadline_ms);
         invocations += 1;
         let response = match faults.death() {
-            None => handler.await,
-            Some(death) => match tokio::time::timeout(death, handler).await {
-                Ok(response) => response,
+            (None, _) => handler.await,
+            (Some(death), drew_kill) => match tokio::time::timeout(death, handler).await {
+                Ok(response) => {
+                    if drew_kill {
+                        faults.unused_kill();
+                    }
+                    response
+                }
                 Err(_) => {
                     // The runtime died (or Lambda killed it at its timeout): the handler is gone
                     // mid-work, and the messages are left in flight, to reappear after the
