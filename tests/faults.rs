@@ -116,6 +116,16 @@ struct Audit {
 /// that the summary agrees; appends the scenario's figures to `FANOUT_FAULTS_OUT` first, so a
 /// failing scenario is reported too.
 async fn audit(ts: &TestStack, scenario: &str, job_id: &str, input: &[u64]) -> Audit {
+    audit_as(ts, scenario, job_id, input, "COMPLETED").await
+}
+
+async fn audit_as(
+    ts: &TestStack,
+    scenario: &str,
+    job_id: &str,
+    input: &[u64],
+    status: &str,
+) -> Audit {
     let results = ts.lines(&format!("results/{job_id}/part-")).await;
     let failed = ts.lines(&format!("failed/{job_id}/")).await;
     let rejected = ts.lines(&format!("rejected/{job_id}/")).await;
@@ -158,7 +168,7 @@ async fn audit(ts: &TestStack, scenario: &str, job_id: &str, input: &[u64]) -> A
     );
     assert_eq!(duplicated, 0, "{scenario}: records duplicated");
     let s = summary(ts, job_id).await;
-    assert_eq!(s["status"], "COMPLETED", "{scenario}: {s}");
+    assert_eq!(s["status"], status, "{scenario}: {s}");
     assert_eq!(s["input_records"], input.len() as u64, "{scenario}: {s}");
     assert_eq!(s["succeeded"], results.len() as u64, "{scenario}: {s}");
     assert_eq!(s["failed"], failed.len() as u64, "{scenario}: {s}");
@@ -513,4 +523,68 @@ async fn api_429_storm_with_retry_after() {
     assert!(stats.status(429) > 0);
     assert_eq!(stats.duplicate_successes, 0);
     assert_eq!(stats.keys_seen as usize, a.results.len() + a.failed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_tolerance_stops_the_job_and_drains_the_rest() {
+    let ts = stack("f_tolerance").await;
+    let api = MockApi::start(MockConfig {
+        error_rate: 0.5,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (data, input) = csv(3000, 0);
+    let yaml = yaml(&api, 1_500, 4, 2_000, 1) + "job: { tolerated_failure_count: 20 }\n";
+    let event = ts.upload("p", &yaml, "in.csv", &data).await;
+    let report = run(&ts, event, options(2)).await;
+    let job = report.job.expect("job");
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    let reason = job.error.clone().unwrap();
+    assert!(
+        reason.starts_with("job stopped: failure tolerance exceeded")
+            && reason.contains("job.tolerated_failure_count is 20"),
+        "{reason}"
+    );
+    let a = audit_as(
+        &ts,
+        "failure_tolerance_exceeded",
+        &job.job_id,
+        &input,
+        "FAILED",
+    )
+    .await;
+    let drained: Vec<&Value> = a
+        .failed
+        .iter()
+        .filter(|f| {
+            f["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("job stopped"))
+        })
+        .collect();
+    assert!(
+        !drained.is_empty(),
+        "records after the stop are drained to failed/"
+    );
+    assert!(
+        drained.iter().all(|f| f["error"] == reason.as_str()
+            && f["attempts"] == 0
+            && f["record"].as_str().is_some()),
+        "{:?}",
+        drained.iter().find(|f| f["error"] != reason.as_str())
+    );
+    let s = summary(&ts, &job.job_id).await;
+    assert_eq!(s["error"], reason.as_str());
+    // No drained record was sent (one attempt each: a record sent is a key seen), and the API
+    // stopped being called: far fewer calls than records.
+    let attempted = a
+        .results
+        .iter()
+        .chain(&a.failed)
+        .filter(|l| l["attempts"] != 0)
+        .count();
+    let stats = api.stats();
+    assert_eq!(stats.keys_seen as usize, attempted, "{stats:?}");
+    assert!(attempted < input.len() / 2, "{attempted} records sent");
 }

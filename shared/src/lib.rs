@@ -25,4 +25,5 @@ pub mod splitter;
 pub mod summary;
 pub mod telemetry;
 pub mod template;
+pub mod tolerance;
 pub mod worker;

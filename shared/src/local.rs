@@ -569,6 +569,17 @@ pub async fn run_event(
                 .ok_or_else(|| anyhow::anyhow!("job {id} is complete but has no summary"))?;
             Some(serde_json::from_slice(&body)?)
         }
+        // A job stopped by its failure tolerance has a summary; one that failed to split has not.
+        (Some(j), Some(id)) if j.status == JobStatus::Failed => {
+            match deps
+                .store
+                .get_small(&stack.names.bucket, &keys::summary(id))
+                .await?
+            {
+                Some(body) => Some(serde_json::from_slice(&body)?),
+                None => None,
+            }
+        }
         _ => None,
     };
     Ok(RunReport {

@@ -87,6 +87,11 @@ pub trait JobLedger: Send + Sync {
     async fn claim_completion(&self, job_id: &str, finished_at_ms: u64) -> anyhow::Result<bool>;
     /// COMPLETING → COMPLETED, once the summary is written.
     async fn mark_completed(&self, job_id: &str) -> anyhow::Result<()>;
+    /// Stops a running job (its failure tolerance was exceeded): sets its `error` to `reason`
+    /// unless it has one. False when it had one already (another worker stopped it first).
+    async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool>;
+    /// COMPLETING → FAILED for a stopped job, once the summary is written.
+    async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()>;
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>>;
 }
 

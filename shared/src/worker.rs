@@ -150,7 +150,11 @@ pub async fn handle_manifest(
                 finish_job_if_last(m, deps).await?;
                 recorded
             }
-            None => process_manifest(m, deps, stop).await?,
+            None => {
+                // A job stopped by its failure tolerance makes no more calls.
+                let stopped = deps.ledger.get_job(&m.job_id).await?.and_then(|j| j.error);
+                process_manifest(m, deps, stop, stopped.as_deref()).await?
+            }
         };
         deps.claims.complete(&m.job_id, &unit).await?;
         anyhow::Ok(record)
@@ -176,6 +180,36 @@ async fn enqueue_continuation(m: &Manifest, at: u64, deps: &WorkerDeps) -> anyho
     deps.queue
         .send_batch(vec![("0".into(), serde_json::to_string(&next)?)])
         .await
+}
+
+/// The outcome of a record not sent because its job was stopped.
+fn not_attempted(reason: &str) -> crate::ports::CallOutcome {
+    crate::ports::CallOutcome {
+        status: None,
+        body: bytes::Bytes::new(),
+        body_truncated: false,
+        latency: std::time::Duration::ZERO,
+        attempts: 0,
+        error: Some(reason.to_string()),
+    }
+}
+
+/// Stops the job if its counts, with this manifest's, are past the pipeline's failure tolerance.
+async fn judge_tolerance(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()> {
+    let limits = &m.config.job;
+    if limits.tolerated_failure_count.is_none() && limits.tolerated_failure_percent.is_none() {
+        return Ok(());
+    }
+    let Some(job) = deps.ledger.get_job(&m.job_id).await? else {
+        return Ok(());
+    };
+    if job.error.is_none()
+        && let Some(reason) = crate::tolerance::exceeded(limits, &job.counts)
+        && deps.ledger.stop_job(&m.job_id, &reason).await?
+    {
+        warn!(job_id = %m.job_id, reason, "job stopped; its remaining records will not be sent");
+    }
+    Ok(())
 }
 
 /// Writes the summary if this manifest was the job's last one to be recorded.
@@ -215,10 +249,14 @@ struct ReadTally {
 /// Processes one manifest end to end, or with `stop`, as much of it as the deadline allows and a
 /// continuation for the rest. Idempotent: output keys are deterministic and the ledger counts a
 /// manifest once, so a redelivered manifest overwrites its files and adds nothing.
+///
+/// With `drain` (the job was stopped, see [`crate::tolerance`]) no call is made: every record that
+/// would have been sent goes to `failed/` with `drain` as its error, not attempted.
 pub async fn process_manifest(
     m: &Manifest,
     deps: &WorkerDeps,
     stop: Option<&StopTimes>,
+    drain: Option<&str>,
 ) -> anyhow::Result<ManifestRecord> {
     let started = Instant::now();
     let (parser, renderer) = compile(&m.config, m.header.as_deref(), &m.config_source)?;
@@ -232,7 +270,10 @@ pub async fn process_manifest(
             futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
         let calls = pending
             .map(|p| async move {
-                let outcome = api.call(&p.request, policy).await;
+                let outcome = match drain {
+                    None => api.call(&p.request, policy).await,
+                    Some(reason) => not_attempted(reason),
+                };
                 (p, outcome)
             })
             .buffer_unordered(policy.concurrency);
@@ -250,7 +291,9 @@ pub async fn process_manifest(
                 None => calls.next().await,
             };
             let Some((p, outcome)) = next else { break };
-            histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
+            if outcome.attempts > 0 {
+                histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
+            }
             if outcome.succeeded() {
                 ok.push((p.offset, ResultLine::new(p.offset, &outcome)));
             } else {
@@ -329,6 +372,7 @@ pub async fn process_manifest(
     if let Some(at) = record.continued_at {
         enqueue_continuation(m, at, deps).await?;
     }
+    judge_tolerance(m, deps).await?;
     info!(job_id = %m.job_id, unit, ?counts, ms = record.duration_ms, "manifest done");
     finish_job_if_last(m, deps).await?;
     Ok(record)

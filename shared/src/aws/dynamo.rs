@@ -315,6 +315,37 @@ impl JobLedger for DynamoLedger {
             .map(drop)
     }
 
+    async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", s("JOB"))
+            .update_expression("SET #error = :reason")
+            .condition_expression(
+                "attribute_not_exists(#error) AND (#status = :splitting OR #status = :running)",
+            )
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":splitting", s(JobStatus::Splitting.as_str()))
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem job stop", e)),
+        }
+    }
+
+    async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()> {
+        self.set_status_if(job_id, JobStatus::Failed, "#status = :completing", &[])
+            .await
+            .map(drop)
+    }
+
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>> {
         let pages: Vec<_> = self
             .client
