@@ -7,6 +7,8 @@
 //! With `FANOUT_FAULTS_OUT` set, each scenario appends one JSON line (scenario, records in, lost,
 //! duplicated) to that file; `make test-faults` sums them into its last line.
 
+mod fault_proxy;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
@@ -587,4 +589,97 @@ async fn failure_tolerance_stops_the_job_and_drains_the_rest() {
     let stats = api.stats();
     assert_eq!(stats.keys_seen as usize, attempted, "{stats:?}");
     assert!(attempted < input.len() / 2, "{attempted} records sent");
+}
+
+/// A service-config loader that finds no setting in the environment.
+#[derive(Debug)]
+struct NoServiceConfig;
+
+impl aws_types::service_config::LoadServiceConfig for NoServiceConfig {
+    fn load_config(&self, _: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_errors_for_a_while() {
+    let ts = stack("f_aws").await;
+    set_visibility(&ts, 15).await;
+    let api = MockApi::start(MockConfig {
+        latency_min_ms: 3,
+        latency_max_ms: 8,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (data, input) = csv(1500, 0);
+    let event = ts
+        .upload("p", &yaml(&api, 2_000, 8, 2_000, 2), "in.csv", &data)
+        .await;
+    let proxy = fault_proxy::FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap()).await;
+    // Every S3, SQS and DynamoDB call of the splitter and the workers goes through the proxy.
+    // The clients prefer AWS_ENDPOINT_URL (moto itself, read through the config's service-config
+    // loader) to the config's endpoint, so this config gets a loader that finds nothing.
+    let faulty = ts
+        .config
+        .to_builder()
+        .endpoint_url(proxy.url())
+        .service_config(NoServiceConfig)
+        .build();
+    proxy.fail(0.3);
+    let faults_end = async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        proxy.fail(0.0);
+    };
+    let job = async {
+        // Lambda tries an asynchronous invocation (the S3 event) three times.
+        let deps = local::splitter_deps(&faulty, &ts.stack);
+        let mut tries = 0;
+        let split = loop {
+            tries += 1;
+            match fanout::splitter::handle_s3_event(event.clone(), &deps).await {
+                Ok(split) => break split,
+                Err(e) if tries < 3 => eprintln!("splitter failed, retried: {e:#}"),
+                Err(e) => panic!("splitter failed three times: {e:#}"),
+            }
+        };
+        let job_id = match &split[0] {
+            SplitOutcome::Started { job_id, .. } => job_id.clone(),
+            other => panic!("{other:?}"),
+        };
+        let pollers = local::Pollers::start(
+            &faulty,
+            &ts.stack,
+            &PollerOptions {
+                invocation_timeout: Some(Duration::from_secs(10)),
+                ..options(3)
+            },
+        )
+        .unwrap();
+        let ledger = local::splitter_deps(&ts.config, &ts.stack).ledger;
+        let started = std::time::Instant::now();
+        let job = loop {
+            let job = ledger.get_job(&job_id).await.unwrap().unwrap();
+            if job.status.is_final() {
+                break job;
+            }
+            assert!(started.elapsed() < Duration::from_secs(180), "{job:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        pollers.stop().await.unwrap();
+        job
+    };
+    let (job, ()) = tokio::join!(job, faults_end);
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let (forwarded, failed) = proxy.counts();
+    assert!(
+        failed > 5,
+        "faults were injected: {failed} of {}",
+        forwarded + failed
+    );
+    let a = audit(&ts, "aws_errors_30pct_for_6s", &job.job_id, &input).await;
+    // A call whose rate-limit lease (a DynamoDB write) failed after the SDK's retries fails
+    // its record, which is then in failed/ once, with the record, for replay.
+    assert!(a.failed.iter().all(|f| f["record"].as_str().is_some()));
+    assert_eq!(api.stats().duplicate_successes, 0);
 }
