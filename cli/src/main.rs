@@ -1,6 +1,7 @@
 //! `fanout`: validate pipeline configs, generate test data, and run jobs on a local stack.
 
 mod generate;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,14 @@ enum Command {
         format: Format,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Re-run a finished job's failures as a new attempt of the same job: its DLQ manifests,
+    /// then its failed/ records; a record that now succeeds replaces its failure, and the summary
+    /// is rewritten. (Against the local stack named by --prefix.)
+    Replay {
+        job: String,
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
@@ -102,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             format,
             out,
         } => generate::write(&out, records, matches!(format, Format::Jsonl)),
+        Command::Replay { job, prefix } => replay::run(&job, &prefix).await,
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout::aws::load_config().await;

@@ -20,6 +20,7 @@ pub mod output;
 pub mod ports;
 pub mod range;
 pub mod record;
+pub mod replay;
 pub mod request;
 pub mod splitter;
 pub mod summary;

@@ -591,3 +591,21 @@ pub async fn run_event(
         pollers: totals,
     })
 }
+
+/// `fanout replay`: works the job's DLQ manifests, then sends its failed/ records again and
+/// rewrites its summary (see [`crate::replay`]).
+pub async fn replay(
+    config: &aws_config::SdkConfig,
+    stack: &Stack,
+    job_id: &str,
+) -> anyhow::Result<crate::replay::ReplayReport> {
+    let deps = worker_deps(config, stack, 1)?;
+    let mut report = crate::replay::ReplayReport {
+        job_id: job_id.to_string(),
+        ..Default::default()
+    };
+    let sqs = aws_sdk_sqs::Client::new(config);
+    crate::replay::replay_dead_letters(job_id, &sqs, &stack.dlq_url, &deps, &mut report).await?;
+    crate::replay::replay_failed(job_id, &stack.names.bucket, &deps, &mut report).await?;
+    Ok(report)
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::config::ClientConfig;
-use crate::ledger::{CreateOutcome, JobRecord, ManifestRecord};
+use crate::ledger::{Counts, CreateOutcome, JobRecord, ManifestRecord};
 use crate::range::ByteRange;
 use crate::request::ApiRequest;
 
@@ -92,6 +92,16 @@ pub trait JobLedger: Send + Sync {
     async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool>;
     /// COMPLETING → FAILED for a stopped job, once the summary is written.
     async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()>;
+    /// Sets a recorded manifest's counts (a replay moved records from failed to succeeded).
+    async fn set_manifest_counts(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+        counts: &Counts,
+    ) -> anyhow::Result<()>;
+    /// Sets the job's counters (to the sum of its manifests' after a replay).
+    async fn set_job_counts(&self, job_id: &str, counts: &Counts) -> anyhow::Result<()>;
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>>;
 }
 

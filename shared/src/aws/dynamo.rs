@@ -340,6 +340,21 @@ impl JobLedger for DynamoLedger {
         }
     }
 
+    async fn set_manifest_counts(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+        counts: &Counts,
+    ) -> anyhow::Result<()> {
+        self.set_counts(manifest_sk(seq, part), job_id, counts, "manifest")
+            .await
+    }
+
+    async fn set_job_counts(&self, job_id: &str, counts: &Counts) -> anyhow::Result<()> {
+        self.set_counts(s("JOB"), job_id, counts, "job").await
+    }
+
     async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()> {
         self.set_status_if(job_id, JobStatus::Failed, "#status = :completing", &[])
             .await
@@ -497,6 +512,39 @@ impl ManifestClaims for DynamoLedger {
 }
 
 impl DynamoLedger {
+    /// Sets the six count attributes of an existing item.
+    async fn set_counts(
+        &self,
+        sk: AttributeValue,
+        job_id: &str,
+        counts: &Counts,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", sk)
+            .update_expression(format!(
+                "SET {}",
+                COUNT_FIELDS
+                    .iter()
+                    .map(|f| format!("{f} = :{f}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .condition_expression("attribute_exists(pk)");
+        for (name, value) in COUNT_FIELDS.iter().zip(counts_values(counts)) {
+            update = update.expression_attribute_values(format!(":{name}"), n(value));
+        }
+        update
+            .send()
+            .await
+            .map_err(|e| ddb_err(&format!("UpdateItem {what} counts"), e))?;
+        Ok(())
+    }
+
     /// Sets the job's status (and extra attributes) under a condition; false when it did not hold.
     async fn set_status_if(
         &self,
