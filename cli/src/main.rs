@@ -10,8 +10,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanout::config::PipelineConfig;
 use fanout::local::{self, PollerOptions, StackNames};
-use fanout::record::parse_csv_header;
-use fanout::request::compile;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -157,19 +155,29 @@ fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
     let config = PipelineConfig::from_yaml(&name, &text)?;
     if let Some(sample) = sample {
-        let header = match config.input.format {
-            fanout::config::InputFormat::Csv => {
-                let data = std::fs::read(sample)
-                    .with_context(|| format!("reading {}", sample.display()))?;
-                let (line, _) = fanout::record::header_line(&data, true).unwrap_or_default();
-                Some(
-                    parse_csv_header(line, config.input.delimiter as u8)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?,
-                )
-            }
-            fanout::config::InputFormat::Jsonl => None,
-        };
-        compile(&config, header.as_deref(), &name)?;
+        let data =
+            std::fs::read(sample).with_context(|| format!("reading {}", sample.display()))?;
+        // Every record is judged as a job would judge it: the same reasons as in rejected/.
+        let check = fanout::check::check_sample(&config, &data, &name)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?;
+        for r in &check.rejected {
+            println!(
+                "{}:{}: {} (offset {})",
+                sample.display(),
+                r.line,
+                r.reason,
+                r.offset
+            );
+        }
+        if !check.rejected.is_empty() {
+            anyhow::bail!(
+                "{}: {} of {} records would be rejected",
+                sample.display(),
+                check.rejected.len(),
+                check.records
+            );
+        }
+        println!("{}: {} records ok", sample.display(), check.records);
     }
     println!("{name}: ok");
     Ok(())

@@ -5,6 +5,7 @@
 //! [`ports`], which the [`aws`] adapters and the [`client`] stack implement.
 
 pub mod aws;
+pub mod check;
 pub mod claims;
 pub mod client;
 pub mod config;

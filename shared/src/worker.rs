@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::check::Verdict;
 use crate::claims::{self, ClaimOutcome, ManifestClaims};
 use crate::client::deadline::DeadlineHandle;
 use crate::continuation::{self, StopTimes};
@@ -483,10 +484,7 @@ async fn dispatch(
     }
     let (offset, raw) = match frame {
         Frame::Oversized { offset, len } => {
-            let reason = format!(
-                "record of {len} bytes exceeds input.max_record_bytes ({})",
-                m.config.input.max_record_bytes
-            );
+            let reason = crate::check::oversized(len, m.config.input.max_record_bytes);
             tally.rejected.push((
                 offset,
                 RejectedLine {
@@ -500,15 +498,12 @@ async fn dispatch(
         }
         Frame::Record { offset, bytes } => (offset, bytes),
     };
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        tally.blank_lines.push(offset);
-        return Ok(());
-    }
-    let rendered = parser
-        .parse(&raw)
-        .and_then(|values| renderer.render(&values, &m.job_id, offset));
-    match rendered {
-        Ok(request) => {
+    match crate::check::judge(&raw, parser, renderer, &m.job_id, offset) {
+        Verdict::Blank => {
+            tally.blank_lines.push(offset);
+            Ok(())
+        }
+        Verdict::Send(request) => {
             let sent = tx
                 .send(Pending {
                     offset,
@@ -524,7 +519,7 @@ async fn dispatch(
             }
             Ok(())
         }
-        Err(reason) => {
+        Verdict::Reject(reason) => {
             let record = Some(String::from_utf8_lossy(&raw).into_owned());
             tally.rejected.push((
                 offset,
