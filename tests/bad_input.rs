@@ -23,7 +23,10 @@ async fn run_and_compare(format: &str, fields: &str, data: Vec<u8>, expected: &[
     let report = ts.run(event, 2).await;
     let job = report.job.expect("job");
     assert_eq!(job.status, JobStatus::Completed, "the job goes on: {job:?}");
-    assert!(job.manifests_total >= 3, "bad records spread over manifests");
+    assert!(
+        job.manifests_total >= 3,
+        "bad records spread over manifests"
+    );
 
     let config = PipelineConfig::from_yaml("pipelines/p.yaml", &yaml).unwrap();
     let check = fanout::check::check_sample(&config, &data, "pipelines/p.yaml").unwrap();

@@ -683,3 +683,86 @@ async fn aws_errors_for_a_while() {
     assert!(a.failed.iter().all(|f| f["record"].as_str().is_some()));
     assert_eq!(api.stats().duplicate_successes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_stop_leaves_only_recorded_output_and_resumes() {
+    let ts = stack("f_sigterm").await;
+    let api = MockApi::start(MockConfig {
+        latency_min_ms: 10,
+        latency_max_ms: 20,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (data, input) = csv(3000, 0);
+    let event = ts
+        .upload("p", &yaml(&api, 8_000, 4, 2_000, 2), "in.csv", &data)
+        .await;
+    let interrupt = fanout::continuation::Interrupt::default();
+    let sigterm = {
+        let interrupt = interrupt.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            interrupt.trigger();
+        }
+    };
+    let stopping = run(
+        &ts,
+        event.clone(),
+        PollerOptions {
+            interrupt: Some(interrupt),
+            ..options(2)
+        },
+    );
+    let (report, ()) = tokio::join!(stopping, sigterm);
+    assert!(report.interrupted);
+    let job = report.job.clone().unwrap();
+    assert_eq!(job.status, JobStatus::Running, "{job:?}");
+    assert!(
+        job.manifests_done > 0 && job.manifests_done < job.manifests_total,
+        "{job:?}"
+    );
+
+    // Every object written belongs to a recorded unit and holds exactly its counted lines.
+    let ledger = local::splitter_deps(&ts.config, &ts.stack).ledger;
+    let recorded = ledger.manifests(&job.job_id).await.unwrap();
+    let mut written = 0;
+    for (dir, count) in [
+        (
+            "results",
+            (|c: &fanout::ledger::Counts| c.succeeded) as fn(&_) -> u64,
+        ),
+        ("failed", |c| c.failed),
+        ("rejected", |c| c.rejected),
+    ] {
+        for key in ts.keys(&format!("{dir}/{}/part-", job.job_id)).await {
+            let unit = key
+                .rsplit("part-")
+                .next()
+                .unwrap()
+                .trim_end_matches(".jsonl");
+            let m = recorded
+                .iter()
+                .find(|m| fanout::manifest::keys::unit(m.seq, m.part) == unit)
+                .unwrap_or_else(|| panic!("{key} belongs to no recorded manifest"));
+            let lines = ts.lines(&key).await.len() as u64;
+            assert_eq!(lines, count(&m.counts), "{key}");
+            written += 1;
+        }
+    }
+    assert!(written > 0);
+    assert!(ts.queue_depth().await > 0, "the rest is queued");
+
+    // The next run's pollers finish the job.
+    let resumed = run(&ts, event, options(2)).await;
+    assert!(matches!(
+        resumed.split.as_slice(),
+        [SplitOutcome::Duplicate {
+            status: JobStatus::Running,
+            ..
+        }]
+    ));
+    let a = audit(&ts, "graceful_stop_and_resume", &job_of(&resumed), &input).await;
+    assert_eq!(api.stats().duplicate_successes, 0);
+    assert!(a.failed.is_empty());
+}

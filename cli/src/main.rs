@@ -240,8 +240,39 @@ async fn run(
             job.counts.rejected
         ));
     };
-    let report = local::run_event(&config, &stack, event, options, timeout, &progress).await?;
+    // SIGTERM or Ctrl-C: the containers stop as at their deadline (what is done is flushed and
+    // recorded, the rest continued in the queue), so no half-written output is left; the pollers
+    // of the next `fanout local run` on this stack finish the job.
+    let interrupt = fanout::continuation::Interrupt::default();
+    let options = PollerOptions {
+        interrupt: Some(interrupt.clone()),
+        ..options.clone()
+    };
+    let watcher = tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => drop(t.recv().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = terminated => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("stopping: flushing the work under way (the rest stays queued)");
+        interrupt.trigger();
+    });
+    let report = local::run_event(&config, &stack, event, &options, timeout, &progress).await;
+    watcher.abort();
+    let report = report?;
     bar.finish_and_clear();
+    if report.interrupted {
+        eprintln!(
+            "interrupted: finished manifests are recorded with their output; the rest stays queued for the next `fanout local run` on this stack"
+        );
+    }
     print_report(&report)
 }
 

@@ -20,15 +20,53 @@
 //! the job's total in the same transaction, so the job completes only when the continuation is
 //! recorded too, and a parent redelivered after recording re-enqueues the very same range.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::manifest::Manifest;
 use crate::range::ByteRange;
 
+/// How long calls in flight may still finish after an [`Interrupt`] before they are abandoned.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
+/// An early stop requested from outside the invocation (the local runner on SIGTERM): from then
+/// on the worker behaves as at its soft stop, and [`INTERRUPT_GRACE`] later as at its hard stop.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(Arc<InterruptState>);
+
+#[derive(Debug, Default)]
+struct InterruptState {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Interrupt {
+    pub fn trigger(&self) {
+        self.0.set.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.set.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// When the worker stops taking records, abandons calls, and must be done flushing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StopTimes {
     /// Stop dispatching new records.
     pub soft: Instant,
@@ -39,6 +77,8 @@ pub struct StopTimes {
     pub client: Instant,
     /// The invocation's deadline, as ms since the epoch (the claim expires then).
     pub deadline_ms: u64,
+    /// An early stop, if the runner can request one.
+    pub interrupt: Interrupt,
 }
 
 /// The flushing margin for `remaining` time: a quarter of it, between 500 ms and 15 s. Flushing
@@ -59,12 +99,35 @@ impl StopTimes {
             hard: end.checked_sub(m * 2 / 3).unwrap_or(now),
             client: end.checked_sub(m / 3).unwrap_or(now),
             deadline_ms,
+            interrupt: Interrupt::default(),
         }
+    }
+
+    /// With `interrupt` as the early stop.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
     }
 
     /// Whether a manifest may still be started: some time must be left before the soft stop.
     pub fn can_start(&self, now: Instant) -> bool {
-        now + Duration::from_millis(100) < self.soft
+        now + Duration::from_millis(100) < self.soft && !self.interrupt.is_set()
+    }
+
+    /// Whether no new record may be taken.
+    pub fn soft_reached(&self, now: Instant) -> bool {
+        now >= self.soft || self.interrupt.is_set()
+    }
+
+    /// Resolves at the hard stop: the deadline's, or [`INTERRUPT_GRACE`] after an interrupt.
+    pub async fn hard_reached(&self) {
+        tokio::select! {
+            () = tokio::time::sleep_until(self.hard) => {}
+            () = async {
+                self.interrupt.wait().await;
+                tokio::time::sleep(INTERRUPT_GRACE).await;
+            } => {}
+        }
     }
 }
 
@@ -113,6 +176,26 @@ mod tests {
         let past = StopTimes::new(999_000, 1_000_000, now);
         assert!(!past.can_start(now));
         assert!(t.can_start(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interrupt_is_a_soft_stop_now_and_a_hard_stop_after_the_grace() {
+        let now = Instant::now();
+        let t = StopTimes::new(1_300_000, 1_000_000, now).with_interrupt(Interrupt::default());
+        assert!(!t.soft_reached(now) && t.can_start(now));
+        let interrupt = t.interrupt.clone();
+        let hard = tokio::spawn({
+            let t = t.clone();
+            async move {
+                t.hard_reached().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        interrupt.trigger();
+        assert!(t.soft_reached(Instant::now()) && !t.can_start(Instant::now()));
+        let at = hard.await.unwrap();
+        assert_eq!(at, now + Duration::from_secs(1) + INTERRUPT_GRACE);
     }
 
     #[test]

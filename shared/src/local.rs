@@ -272,6 +272,10 @@ pub struct PollerOptions {
     pub invocation_timeout: Option<Duration>,
     /// Fault injection: runtimes that die mid-invocation.
     pub kills: Option<Kills>,
+    /// A graceful stop (SIGTERM): once triggered, no message is received any more, and the
+    /// invocations under way stop as at their deadline: what is done is flushed and recorded,
+    /// the rest continued in the queue. See [`crate::continuation::Interrupt`].
+    pub interrupt: Option<crate::continuation::Interrupt>,
 }
 
 /// Kills `count` invocations (over the whole fleet) `after` they start, as if the runtime died:
@@ -290,6 +294,7 @@ impl Default for PollerOptions {
             batch_size: 1,
             invocation_timeout: None,
             kills: None,
+            interrupt: None,
         }
     }
 }
@@ -338,6 +343,7 @@ impl Pollers {
                 timeout: options.invocation_timeout,
                 kill_after: options.kills.map(|k| k.after),
                 kills_left: kills_left.clone(),
+                interrupt: options.interrupt.clone(),
             };
             tasks.push(tokio::spawn(async move {
                 poll_loop(&sqs, &queue_url, batch, &deps, &stop, &faults).await
@@ -370,6 +376,7 @@ impl Pollers {
 
 /// How a simulated container's invocations end early.
 struct Faults {
+    interrupt: Option<crate::continuation::Interrupt>,
     timeout: Option<Duration>,
     kill_after: Option<Duration>,
     kills_left: Arc<std::sync::atomic::AtomicU32>,
@@ -406,7 +413,8 @@ async fn poll_loop(
     faults: &Faults,
 ) -> anyhow::Result<(u64, u64)> {
     let (mut invocations, mut killed) = (0, 0);
-    while !stop.load(Ordering::SeqCst) {
+    let interrupted = || faults.interrupt.as_ref().is_some_and(|i| i.is_set());
+    while !stop.load(Ordering::SeqCst) && !interrupted() {
         let received = sqs
             .receive_message()
             .queue_url(queue_url)
@@ -434,7 +442,8 @@ async fn poll_loop(
         let deadline_ms = faults
             .timeout
             .map(|t| crate::ledger::now_ms() + t.as_millis() as u64);
-        let handler = worker::handle_sqs_batch(event, deps, deadline_ms);
+        let handler =
+            worker::handle_sqs_batch_with(event, deps, deadline_ms, faults.interrupt.as_ref());
         invocations += 1;
         let response = match faults.death() {
             (None, _) => handler.await,
@@ -511,6 +520,8 @@ pub struct RunReport {
     pub summary: Option<JobSummary>,
     pub wall_seconds: f64,
     pub pollers: PollerTotals,
+    /// The run was stopped (SIGTERM) before the job finished; its rest is in the queue.
+    pub interrupted: bool,
 }
 
 /// Runs a job end to end: splitter on `event`, pollers until the job is final (or `timeout`).
@@ -549,7 +560,7 @@ pub async fn run_event(
             }
             let done = current.as_ref().is_some_and(|j| j.status.is_final());
             job = current;
-            if done {
+            if done || options.interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 break;
             }
             if started.elapsed() > timeout {
@@ -560,6 +571,11 @@ pub async fn run_event(
         }
     }
     let totals = pollers.stop().await?;
+    let interrupted = options.interrupt.as_ref().is_some_and(|i| i.is_set());
+    if interrupted && let Some(id) = &job_id {
+        // The invocations have flushed and stopped: this is the state a next run resumes from.
+        job = deps.ledger.get_job(id).await?;
+    }
     let summary = match (&job, &job_id) {
         (Some(j), Some(id)) if j.status == JobStatus::Completed => {
             let body = deps
@@ -589,6 +605,7 @@ pub async fn run_event(
         summary,
         wall_seconds: started.elapsed().as_secs_f64(),
         pollers: totals,
+        interrupted,
     })
 }
 

@@ -65,9 +65,33 @@ pub async fn handle_sqs_batch(
     deps: &WorkerDeps,
     deadline_ms: Option<u64>,
 ) -> SqsBatchResponse {
-    let stop = deadline_ms.map(|d| StopTimes::new(d, now_ms(), Instant::now()));
+    handle_sqs_batch_with(event, deps, deadline_ms, None).await
+}
+
+/// [`handle_sqs_batch`] with an early stop the caller can trigger (the local runner on SIGTERM):
+/// the invocation then stops as at its deadline, flushing what is done and continuing the rest.
+pub async fn handle_sqs_batch_with(
+    event: SqsEvent,
+    deps: &WorkerDeps,
+    deadline_ms: Option<u64>,
+    interrupt: Option<&continuation::Interrupt>,
+) -> SqsBatchResponse {
+    let stop = match (deadline_ms, interrupt) {
+        (Some(d), _) => Some(StopTimes::new(d, now_ms(), Instant::now())),
+        // No deadline but an interrupt: a deadline as far off as a claim without one lasts.
+        (None, Some(_)) => Some(StopTimes::new(
+            now_ms() + claims::DEFAULT_CLAIM_SECS * 1000,
+            now_ms(),
+            Instant::now(),
+        )),
+        (None, None) => None,
+    }
+    .map(|t| match interrupt {
+        Some(i) => t.with_interrupt(i.clone()),
+        None => t,
+    });
     if let Some(handle) = &deps.deadline {
-        handle.set(stop.map(|t| t.client));
+        handle.set(stop.as_ref().map(|t| t.client));
     }
     let mut response = SqsBatchResponse::default();
     for message in event.records {
@@ -76,7 +100,7 @@ pub async fn handle_sqs_batch(
             match serde_json::from_str::<Manifest>(message.body.as_deref().unwrap_or_default()) {
                 Err(e) => Err(anyhow::anyhow!("message {id} is not a manifest: {e}")),
                 // Too late to start: leave it for the next invocation, unclaimed.
-                Ok(_) if stop.is_some_and(|t| !t.can_start(Instant::now())) => Err(
+                Ok(_) if stop.as_ref().is_some_and(|t| !t.can_start(Instant::now())) => Err(
                     anyhow::anyhow!("no time left in this invocation to start it"),
                 ),
                 Ok(manifest) => handle_manifest(&manifest, deps, stop.as_ref()).await,
@@ -281,15 +305,19 @@ pub async fn process_manifest(
         let mut calls = std::pin::pin!(calls);
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         let mut histogram = latency::new_histogram();
+        let hard = async {
+            match stop {
+                Some(t) => t.hard_reached().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut hard = std::pin::pin!(hard);
         loop {
-            let next = match stop {
-                // At the hard stop the calls still in flight are abandoned (dropping `calls`
-                // drops them and the queue, which stops the reader).
-                Some(t) => match tokio::time::timeout_at(t.hard, calls.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-                None => calls.next().await,
+            // At the hard stop the calls still in flight are abandoned (dropping `calls` drops
+            // them and the queue, which stops the reader).
+            let next = tokio::select! {
+                next = calls.next() => next,
+                () = &mut hard => break,
             };
             let Some((p, outcome)) = next else { break };
             if outcome.attempts > 0 {
@@ -421,17 +449,19 @@ async fn read_records(
             )
             .await?;
         loop {
-            let chunk = match stop {
-                Some(t) => tokio::time::timeout_at(t.hard, body.next())
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "s3://{}/{}: read stalled past the invocation's deadline",
-                            m.bucket,
-                            m.key
-                        )
-                    })?,
-                None => body.next().await,
+            let hard = async {
+                match stop {
+                    Some(t) => t.hard_reached().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                () = hard => anyhow::bail!(
+                    "s3://{}/{}: read stalled past the invocation's deadline",
+                    m.bucket,
+                    m.key
+                ),
             };
             let Some(chunk) = chunk else { break };
             let chunk = chunk?;
@@ -478,7 +508,7 @@ async fn dispatch(
     stop: Option<&StopTimes>,
 ) -> anyhow::Result<()> {
     // Past the soft stop no record is taken: this one starts the continuation.
-    if stop.is_some_and(|t| Instant::now() >= t.soft) {
+    if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
         tally.stopped_at = Some(frame.offset());
         return Ok(());
     }
