@@ -11,6 +11,8 @@ pub mod client;
 pub mod config;
 pub mod continuation;
 pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod latency;
 pub mod ledger;
 pub mod limiter;
