@@ -93,6 +93,10 @@ enum LocalCommand {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Simulate Lambda's timeout: each worker invocation gets this deadline, continues what
+        /// it cannot finish by then, and is killed if it runs past it.
+        #[arg(long)]
+        invocation_timeout_secs: Option<u64>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -128,11 +132,13 @@ async fn main() -> anyhow::Result<()> {
                 workers,
                 batch_size,
                 timeout_secs,
+                invocation_timeout_secs,
                 quiet,
             } => {
                 let options = PollerOptions {
                     workers,
                     batch_size,
+                    invocation_timeout: invocation_timeout_secs.map(Duration::from_secs),
                     ..PollerOptions::default()
                 };
                 run(
