@@ -564,3 +564,7 @@ async fn dispatch(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
