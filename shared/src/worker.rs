@@ -395,6 +395,13 @@ pub async fn process_manifest(
         warn!(job_id = %m.job_id, unit, "manifest was already recorded (redelivery); output rewritten, counts unchanged");
         // The recorded cut is the one the job's total counts on.
         if let Some(recorded) = deps.ledger.manifest(&m.job_id, m.seq, m.part).await? {
+            if recorded.continued_at != record.continued_at {
+                // Only two live invocations on one unit get here (the claim excludes that unless
+                // clocks disagree by more than the flush margin): the part files just written
+                // cover a different prefix than the ledger counts. Say so loudly.
+                error!(job_id = %m.job_id, unit, recorded = ?recorded.continued_at, ours = ?record.continued_at,
+                    "unit worked twice concurrently with different cuts: its output parts disagree with the ledger");
+            }
             record = recorded;
         }
     }
