@@ -75,7 +75,7 @@ async fn run(
     event: aws_lambda_events::s3::S3Event,
     options: PollerOptions,
 ) -> RunReport {
-    local::run_event(
+    let run = local::run_event(
         &ts.config,
         &ts.stack,
         event,
@@ -83,8 +83,26 @@ async fn run(
         Duration::from_secs(240),
         &|_| {},
     )
-    .await
-    .expect("local run")
+    .await;
+    match run {
+        Ok(report) => report,
+        Err(e) => {
+            // Where the job's messages are, to tell a stuck message from a slow job.
+            let dlq = aws_sdk_sqs::Client::new(&ts.config)
+                .get_queue_attributes()
+                .queue_url(&ts.stack.dlq_url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .map(|a| format!("{:?}", a.attributes()));
+            panic!(
+                "local run: {e:#}; queue depth {}, DLQ {dlq:?}",
+                ts.queue_depth().await
+            )
+        }
+    }
 }
 
 fn options(workers: usize) -> PollerOptions {
