@@ -3,7 +3,7 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test test-infra setup lint bench bench-limit clean
+.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-limit clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
@@ -19,6 +19,20 @@ test: setup lint
 	FANOUT_TEMPLATE_TEST_DONE=1 infra/check.sh
 	infra/deploy-local.sh
 	scripts/with-stack.sh infra/invoke-local.sh
+
+## test-faults: the fault-injection suite (tests/faults.rs, also part of `make test`) alone; each
+## scenario checks every record exactly once. Last line is JSON: scenarios, records in, lost, duplicated.
+test-faults: setup
+	@mkdir -p .local && rm -f .local/faults.jsonl
+	FANOUT_FAULTS_OUT=$(CURDIR)/.local/faults.jsonl scripts/with-stack.sh \
+		cargo test --locked -p integration-tests --test faults; rc=$$?; \
+	python3 -c 'import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(json.dumps({"scenarios": len(rows), "records_in": sum(r["records_in"] for r in rows), "records_lost": sum(r["records_lost"] for r in rows), "records_duplicated": sum(r["records_duplicated"] for r in rows)}))' .local/faults.jsonl; \
+	exit $$rc
+
+## fuzz: the cargo-fuzz target for the record reader and range aligner (needs nightly and
+## cargo-fuzz; `make test` runs the same invariants on stable as a bounded property test).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run records -- -max_total_time=$${FUZZ_SECONDS:-60}
 
 ## test-infra: the same infrastructure checks, plus the production build: sam build for arm64
 ## (cargo-lambda + zig). Needs Rust's aarch64 standard library, which infra/setup.sh --build fetches

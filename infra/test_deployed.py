@@ -291,8 +291,8 @@ def main():
             assert conc is not None and int(conc) == reserved, (out, conc, reserved)
             env = cfg["Environment"]["Variables"]
             assert env["TABLE_NAME"] == names["LedgerTableName"], env
-            if out == "SplitterFunctionName":
-                assert env["QUEUE_URL"] == names["ManifestQueueUrl"], env
+            # The splitter enqueues manifests, the worker continuations.
+            assert env["QUEUE_URL"] == names["ManifestQueueUrl"], env
             group = cfg.get("LoggingConfig", {}).get("LogGroup")
             c.expect(f"{out} log group", group, f"/aws/lambda/{names[out]}", "lambda-properties",
                      "LogGroup" in tpl.get("LoggingConfig", {}), emulator_default=f"/aws/lambda/{names[out]}")

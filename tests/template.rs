@@ -504,7 +504,10 @@ fn functions_get_the_environment_the_code_reads() {
     // fanout::aws::{splitter,worker}_deps_from_env read these.
     for (id, vars) in [
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
-        ("WorkerFunction", &["TABLE_NAME", "FLEET_SIZE"][..]),
+        (
+            "WorkerFunction",
+            &["TABLE_NAME", "QUEUE_URL", "FLEET_SIZE"][..],
+        ),
     ] {
         let env = get(function_props(&t, id), &["Environment", "Variables"])
             .and_then(Value::as_mapping)

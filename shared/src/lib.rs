@@ -5,9 +5,14 @@
 //! [`ports`], which the [`aws`] adapters and the [`client`] stack implement.
 
 pub mod aws;
+pub mod check;
+pub mod claims;
 pub mod client;
 pub mod config;
+pub mod continuation;
 pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod latency;
 pub mod ledger;
 pub mod limiter;
@@ -18,9 +23,11 @@ pub mod output;
 pub mod ports;
 pub mod range;
 pub mod record;
+pub mod replay;
 pub mod request;
 pub mod splitter;
 pub mod summary;
 pub mod telemetry;
 pub mod template;
+pub mod tolerance;
 pub mod worker;

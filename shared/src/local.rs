@@ -86,9 +86,6 @@ pub const MAX_RECEIVE_COUNT: u32 = 5;
 /// The worker's timeout, template.yaml's default: each local invocation gets this deadline, as a
 /// Lambda invocation does.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
-/// What the deadline of the API calls leaves of an invocation for writing the output and
-/// recording the manifest.
-pub const WORKER_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Creates the bucket (versioned), the queue with its DLQ, and the ledger table, unless they
 /// exist. The settings mirror template.yaml's.
@@ -201,7 +198,7 @@ pub fn worker_deps(
     stack: &Stack,
     fleet_size: u32,
 ) -> anyhow::Result<WorkerDeps> {
-    crate::aws::worker_deps(config, &stack.names.table, fleet_size)
+    crate::aws::worker_deps(config, &stack.names.table, &stack.queue_url, fleet_size)
 }
 
 /// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).
@@ -292,6 +289,26 @@ pub struct PollerOptions {
     pub workers: usize,
     /// Messages per worker invocation (the mapping's batch size), 1..=10.
     pub batch_size: i32,
+    /// The simulated Lambda timeout. Each invocation is given the deadline it implies (as Lambda
+    /// gives it in the context) and is killed if it runs past it: its messages are then neither
+    /// deleted nor returned, and reappear after the queue's visibility timeout, as on Lambda.
+    /// None: the worker's timeout ([`WORKER_TIMEOUT`]) as the deadline, and no kill.
+    pub invocation_timeout: Option<Duration>,
+    /// Fault injection: runtimes that die mid-invocation.
+    pub kills: Option<Kills>,
+    /// A graceful stop (SIGTERM): once triggered, no message is received any more, and the
+    /// invocations under way stop as at their deadline: what is done is flushed and recorded,
+    /// the rest continued in the queue. See [`crate::continuation::Interrupt`].
+    pub interrupt: Option<crate::continuation::Interrupt>,
+}
+
+/// Kills `count` invocations (over the whole fleet) `after` they start, as if the runtime died:
+/// the handler is dropped wherever it is, nothing more is written, and its messages reappear
+/// after the queue's visibility timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Kills {
+    pub count: u32,
+    pub after: Duration,
 }
 
 impl Default for PollerOptions {
@@ -299,6 +316,9 @@ impl Default for PollerOptions {
         Self {
             workers: 8,
             batch_size: 1,
+            invocation_timeout: None,
+            kills: None,
+            interrupt: None,
         }
     }
 }
@@ -306,7 +326,7 @@ impl Default for PollerOptions {
 /// The running pollers; stop them with [`Pollers::stop`].
 pub struct Pollers {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
     limits: Vec<Arc<crate::limiter::source::FleetLimits>>,
     breakers: Vec<Arc<crate::aws::breaker::DynamoBreakerStores>>,
 }
@@ -315,6 +335,8 @@ pub struct Pollers {
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct PollerTotals {
     pub invocations: u64,
+    /// Invocations killed: injected kills and simulated timeouts.
+    pub killed: u64,
     /// Conditional writes made to lease rate-limit tokens (successful or not).
     pub lease_writes: u64,
     pub tokens_leased: u64,
@@ -339,16 +361,19 @@ impl Pollers {
         options: &PollerOptions,
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let kills_left = Arc::new(std::sync::atomic::AtomicU32::new(
+            options.kills.map_or(0, |k| k.count),
+        ));
         let mut tasks = Vec::new();
         let mut limits = Vec::new();
         let mut breakers = Vec::new();
         for _ in 0..options.workers {
             let shared = WorkerClientShared::new(config, &stack.names.table);
             breakers.push(shared.breakers.clone());
-            let deadline = shared.deadline.clone();
             let deps = crate::aws::worker_deps_with(
                 config,
                 &stack.names.table,
+                &stack.queue_url,
                 options.workers as u32,
                 shared,
             )?;
@@ -359,12 +384,14 @@ impl Pollers {
                 stop.clone(),
                 options.batch_size.clamp(1, 10),
             );
+            let faults = Faults {
+                timeout: options.invocation_timeout,
+                kill_after: options.kills.map(|k| k.after),
+                kills_left: kills_left.clone(),
+                interrupt: options.interrupt.clone(),
+            };
             tasks.push(tokio::spawn(async move {
-                let container = Container {
-                    deps: &deps,
-                    deadline: &deadline,
-                };
-                poll_loop(&sqs, &queue_url, batch, container, &stop).await
+                poll_loop(&sqs, &queue_url, batch, &deps, &stop, &faults).await
             }));
         }
         Ok(Self {
@@ -380,7 +407,9 @@ impl Pollers {
         self.stop.store(true, Ordering::SeqCst);
         let mut totals = PollerTotals::default();
         for t in self.tasks {
-            totals.invocations += t.await??;
+            let (invocations, killed) = t.await??;
+            totals.invocations += invocations;
+            totals.killed += killed;
         }
         for l in &self.limits {
             let (writes, _, tokens) = l.totals();
@@ -396,22 +425,47 @@ impl Pollers {
     }
 }
 
-/// One simulated container: its clients, and the deadline its invocations set.
-#[derive(Clone, Copy)]
-struct Container<'a> {
-    deps: &'a WorkerDeps,
-    deadline: &'a crate::client::deadline::DeadlineHandle,
+/// How a simulated container's invocations end early.
+struct Faults {
+    interrupt: Option<crate::continuation::Interrupt>,
+    timeout: Option<Duration>,
+    kill_after: Option<Duration>,
+    kills_left: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    /// When this invocation dies: at its timeout, or earlier if it draws one of the injected
+    /// kills (the second value: hand it back with [`Faults::unused_kill`] if the invocation ends
+    /// first, so that `count` kills really happen).
+    fn death(&self) -> (Option<Duration>, bool) {
+        let killed = self.kill_after.filter(|_| {
+            self.kills_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        });
+        let death = match (killed, self.timeout) {
+            (Some(k), Some(t)) => Some(k.min(t)),
+            (k, t) => k.or(t),
+        };
+        (death, killed.is_some())
+    }
+
+    fn unused_kill(&self) {
+        self.kills_left.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 async fn poll_loop(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     batch_size: i32,
-    container: Container<'_>,
+    deps: &WorkerDeps,
     stop: &AtomicBool,
-) -> anyhow::Result<u64> {
-    let mut invocations = 0;
-    while !stop.load(Ordering::SeqCst) {
+    faults: &Faults,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut invocations, mut killed) = (0, 0);
+    let interrupted = || faults.interrupt.as_ref().is_some_and(|i| i.is_set());
+    while !stop.load(Ordering::SeqCst) && !interrupted() {
         let received = sqs
             .receive_message()
             .queue_url(queue_url)
@@ -436,13 +490,34 @@ async fn poll_loop(
             .map(|m| json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs"}))
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-        // As Lambda gives each invocation its timeout: calls may wait out an open breaker until
-        // then, instead of failing the record at the first turned-away attempt.
-        container.deadline.set(Some(
-            tokio::time::Instant::now() + WORKER_TIMEOUT - WORKER_DEADLINE_MARGIN,
-        ));
-        let response = worker::handle_sqs_event(event, container.deps).await;
+        // Every invocation has a deadline, as on Lambda: the simulated timeout, else the
+        // worker's. Calls may then wait out an open breaker until it instead of failing the
+        // record at the first turned-away attempt.
+        let deadline_ms = Some(
+            crate::ledger::now_ms() + faults.timeout.unwrap_or(WORKER_TIMEOUT).as_millis() as u64,
+        );
+        let handler =
+            worker::handle_sqs_batch_with(event, deps, deadline_ms, faults.interrupt.as_ref());
         invocations += 1;
+        let response = match faults.death() {
+            (None, _) => handler.await,
+            (Some(death), drew_kill) => match tokio::time::timeout(death, handler).await {
+                Ok(response) => {
+                    if drew_kill {
+                        faults.unused_kill();
+                    }
+                    response
+                }
+                Err(_) => {
+                    // The runtime died (or Lambda killed it at its timeout): the handler is gone
+                    // mid-work, and the messages are left in flight, to reappear after the
+                    // visibility timeout.
+                    tracing::warn!(after = ?death, "invocation killed");
+                    killed += 1;
+                    continue;
+                }
+            },
+        };
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -487,7 +562,7 @@ async fn poll_loop(
             }
         }
     }
-    Ok(invocations)
+    Ok((invocations, killed))
 }
 
 /// What a local run came to.
@@ -499,6 +574,8 @@ pub struct RunReport {
     pub summary: Option<JobSummary>,
     pub wall_seconds: f64,
     pub pollers: PollerTotals,
+    /// The run was stopped (SIGTERM) before the job finished; its rest is in the queue.
+    pub interrupted: bool,
 }
 
 /// Runs a job end to end: splitter on `event`, pollers until the job is final (or `timeout`).
@@ -537,7 +614,7 @@ pub async fn run_event(
             }
             let done = current.as_ref().is_some_and(|j| j.status.is_final());
             job = current;
-            if done {
+            if done || options.interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 break;
             }
             if started.elapsed() > timeout {
@@ -548,6 +625,11 @@ pub async fn run_event(
         }
     }
     let totals = pollers.stop().await?;
+    let interrupted = options.interrupt.as_ref().is_some_and(|i| i.is_set());
+    if interrupted && let Some(id) = &job_id {
+        // The invocations have flushed and stopped: this is the state a next run resumes from.
+        job = deps.ledger.get_job(id).await?;
+    }
     let summary = match (&job, &job_id) {
         (Some(j), Some(id)) if j.status == JobStatus::Completed => {
             let body = deps
@@ -556,6 +638,17 @@ pub async fn run_event(
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("job {id} is complete but has no summary"))?;
             Some(serde_json::from_slice(&body)?)
+        }
+        // A job stopped by its failure tolerance has a summary; one that failed to split has not.
+        (Some(j), Some(id)) if j.status == JobStatus::Failed => {
+            match deps
+                .store
+                .get_small(&stack.names.bucket, &keys::summary(id))
+                .await?
+            {
+                Some(body) => Some(serde_json::from_slice(&body)?),
+                None => None,
+            }
         }
         _ => None,
     };
@@ -566,5 +659,24 @@ pub async fn run_event(
         summary,
         wall_seconds: started.elapsed().as_secs_f64(),
         pollers: totals,
+        interrupted,
     })
+}
+
+/// `fanout replay`: works the job's DLQ manifests, then sends its failed/ records again and
+/// rewrites its summary (see [`crate::replay`]).
+pub async fn replay(
+    config: &aws_config::SdkConfig,
+    stack: &Stack,
+    job_id: &str,
+) -> anyhow::Result<crate::replay::ReplayReport> {
+    let deps = worker_deps(config, stack, 1)?;
+    let mut report = crate::replay::ReplayReport {
+        job_id: job_id.to_string(),
+        ..Default::default()
+    };
+    let sqs = aws_sdk_sqs::Client::new(config);
+    crate::replay::replay_dead_letters(job_id, &sqs, &stack.dlq_url, &deps, &mut report).await?;
+    crate::replay::replay_failed(job_id, &stack.names.bucket, &deps, &mut report).await?;
+    Ok(report)
 }

@@ -62,7 +62,8 @@ pub fn splitter_deps(
 }
 
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
-/// holds the rate-limit windows) and `FLEET_SIZE` (the worker's reserved concurrency, which sizes
+/// holds the rate-limit windows and manifest claims), `QUEUE_URL` (for continuations) and
+/// `FLEET_SIZE` (the worker's reserved concurrency, which sizes
 /// rate-limit leases).
 pub fn worker_deps_from_env(
     config: &aws_config::SdkConfig,
@@ -73,7 +74,12 @@ pub fn worker_deps_from_env(
             .map_err(|_| anyhow::anyhow!("FLEET_SIZE={v:?} is not a whole number"))?,
         Err(_) => 1,
     };
-    worker_deps(config, &required_env("TABLE_NAME")?, fleet_size)
+    worker_deps(
+        config,
+        &required_env("TABLE_NAME")?,
+        &required_env("QUEUE_URL")?,
+        fleet_size,
+    )
 }
 
 /// What a worker container's API client shares beyond itself: with the handler, the deadline
@@ -102,11 +108,13 @@ impl WorkerClientShared {
 pub fn worker_deps(
     config: &aws_config::SdkConfig,
     table: &str,
+    queue_url: &str,
     fleet_size: u32,
 ) -> anyhow::Result<crate::worker::WorkerDeps> {
     worker_deps_with(
         config,
         table,
+        queue_url,
         fleet_size,
         WorkerClientShared::new(config, table),
     )
@@ -117,6 +125,7 @@ pub fn worker_deps(
 pub fn worker_deps_with(
     config: &aws_config::SdkConfig,
     table: &str,
+    queue_url: &str,
     fleet_size: u32,
     shared: WorkerClientShared,
 ) -> anyhow::Result<crate::worker::WorkerDeps> {
@@ -133,9 +142,16 @@ pub fn worker_deps_with(
         .token_sources(limits.factory())
         .breaker_stores(shared.breakers.factory())
         .build(crate::client::http::pooled_client()?);
+    let ledger = Arc::new(dynamo::DynamoLedger::new(ddb, table));
     Ok(crate::worker::WorkerDeps {
         store: Arc::new(s3::S3Store::new(s3_client(config))),
-        ledger: Arc::new(dynamo::DynamoLedger::new(ddb, table)),
+        ledger: ledger.clone(),
+        claims: ledger,
+        queue: Arc::new(sqs::SqsQueue::new(
+            aws_sdk_sqs::Client::new(config),
+            queue_url,
+        )),
+        deadline: Some(api.deadline().clone()),
         api: Arc::new(api),
         limits: Some(limits),
     })
