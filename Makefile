@@ -3,7 +3,7 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test test-infra setup lint bench bench-limit clean
+.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-limit clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
@@ -11,16 +11,35 @@ demo: setup
 	RECORDS=$(RECORDS) WORKERS=$(WORKERS) scripts/with-stack.sh scripts/demo.sh
 
 ## test: every check and test: formatting, clippy, unit, property and end-to-end tests on the local
-## stack, and the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs).
+## stack, the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs),
+## the template built (sam build --config-env local: x86_64, see samconfig.toml), deployed into the
+## local AWS, read back and given a job, and events/ run through the Lambda binaries (cargo lambda).
 test: setup lint
 	scripts/with-stack.sh cargo test --workspace --locked
 	FANOUT_TEMPLATE_TEST_DONE=1 infra/check.sh
+	infra/deploy-local.sh
+	scripts/with-stack.sh infra/invoke-local.sh
 
-## test-infra: the template built (sam build, arm64, cargo-lambda + zig), deployed into the local AWS
-## and read back, and events/ run through the built binaries with cargo lambda. Needs Rust's aarch64
-## standard library (infra/setup.sh --build runs rustup target add).
+## test-faults: the fault-injection suite (tests/faults.rs, also part of `make test`) alone; each
+## scenario checks every record exactly once. Last line is JSON: scenarios, records in, lost, duplicated.
+test-faults: setup
+	@mkdir -p .local && rm -f .local/faults.jsonl
+	FANOUT_FAULTS_OUT=$(CURDIR)/.local/faults.jsonl scripts/with-stack.sh \
+		cargo test --locked -p integration-tests --test faults; rc=$$?; \
+	python3 -c 'import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(json.dumps({"scenarios": len(rows), "records_in": sum(r["records_in"] for r in rows), "records_lost": sum(r["records_lost"] for r in rows), "records_duplicated": sum(r["records_duplicated"] for r in rows)}))' .local/faults.jsonl; \
+	exit $$rc
+
+## fuzz: the cargo-fuzz target for the record reader and range aligner (needs nightly and
+## cargo-fuzz; `make test` runs the same invariants on stable as a bounded property test).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run records -- -max_total_time=$${FUZZ_SECONDS:-60}
+
+## test-infra: the same infrastructure checks, plus the production build: sam build for arm64
+## (cargo-lambda + zig). Needs Rust's aarch64 standard library, which infra/setup.sh --build fetches
+## with rustup from the Rust distribution server (not reachable from CI, hence not in `make test`).
 test-infra: setup
 	infra/check.sh
+	infra/build.sh
 	infra/deploy-local.sh
 	scripts/with-stack.sh infra/invoke-local.sh
 
@@ -36,12 +55,13 @@ lint:
 bench:
 	cargo bench -p fanout-shared --bench throughput
 
-## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s); last line is JSON.
+## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
+## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
 	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
-		cargo test --release --locked -p integration-tests --test limit -- --nocapture
-	@tail -n 1 .local/bench-limit.jsonl
+		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture
+	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 
 clean:
 	rm -rf target .venv .local .aws-sam

@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
-# sam build: both functions for Lambda arm64 (aarch64-unknown-linux-gnu) with cargo-lambda, which
-# links with zig (the ziglang package from PyPI in .venv). Output: .aws-sam/build/.
+# sam build: both functions with cargo-lambda, which links with zig (the ziglang package from PyPI
+# in .venv), for the template's Architecture: arm64 (aarch64-unknown-linux-gnu) by default, x86_64
+# for `--config-env local` (samconfig.toml says why). Output: .aws-sam/build/.
 # Extra arguments go to sam build (e.g. --config-env local).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo"
-"$repo/infra/setup.sh" --build
-step "sam build" sam build "$@"
-for f in SplitterFunction WorkerFunction; do
-  file ".aws-sam/build/$f/bootstrap" | grep -q "ARM aarch64" \
-    || { echo "infra/build.sh: .aws-sam/build/$f/bootstrap is not an aarch64 binary" >&2; exit 1; }
+config_env=default
+args=("$@")
+for i in "${!args[@]}"; do
+  [ "${args[$i]}" = "--config-env" ] && config_env=${args[$((i + 1))]}
 done
+# The architecture this build is for: the samconfig environment's override, else the template's.
+arch=$(python3 - "$config_env" <<'PY'
+import re, sys, tomllib
+env = tomllib.load(open("samconfig.toml", "rb")).get(sys.argv[1], {})
+overrides = env.get("build", {}).get("parameters", {}).get("parameter_overrides", "")
+m = re.search(r"\bArchitecture=(\S+)", overrides)
+print(m.group(1) if m else "arm64")
+PY
+)
+if [ "$arch" = arm64 ]; then
+  "$repo/infra/setup.sh" --build
+else
+  "$repo/infra/setup.sh"
+fi
+step "sam build ($arch)" sam build "$@"
+# The ELF header's e_machine (bytes 18-19, little-endian) says what the binary runs on.
+python3 - "$arch" .aws-sam/build/SplitterFunction/bootstrap .aws-sam/build/WorkerFunction/bootstrap <<'PY'
+import struct, sys
+want = {"arm64": 0xB7, "x86_64": 0x3E}[sys.argv[1]]
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"\x7fELF" or struct.unpack_from("<H", head, 18)[0] != want:
+        sys.exit(f"infra/build.sh: {path} is not a {sys.argv[1]} ELF binary")
+PY
 ls -l .aws-sam/build/*/bootstrap >&2

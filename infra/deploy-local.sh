@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploys template.yaml into the local AWS emulator and checks what was created:
 #   sam build -> sam package --config-env local -> SAM transform (infra/translate.py, because moto
-#   does not apply transforms) -> sam deploy --config-env local -> infra/test_deployed.py.
+#   does not apply transforms) -> sam deploy --config-env local -> infra/test_deployed.py (reads
+#   the resources back) -> infra/job-on-deployed.sh (a job on those resources).
 # It builds first, then starts moto for the rest with scripts/with-stack.sh (or uses the one in
 # AWS_ENDPOINT_URL when run under it).
 set -euo pipefail
@@ -26,4 +27,6 @@ step "artifact bucket" python -c "import boto3; boto3.client('s3').create_bucket
 step "sam package" sam package --config-env local
 step "SAM transform" python infra/translate.py .aws-sam/local/packaged.yaml .aws-sam/local/template.json
 step "sam deploy" sam deploy --config-env local
-step "deployed resources" python infra/test_deployed.py --stack "$stack" --template .aws-sam/local/template.json
+step "deployed resources" python infra/test_deployed.py --stack "$stack" --template .aws-sam/local/template.json \
+  --resources-out .aws-sam/local/resources.json
+step "job on the deployed stack" infra/job-on-deployed.sh .aws-sam/local/resources.json

@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--stack", required=True)
     ap.add_argument("--template", required=True, help="the translated (plain CloudFormation) template")
     ap.add_argument("--strict", action="store_true", help="no emulator gaps accepted (real AWS)")
+    ap.add_argument("--resources-out", help="write the data bucket, queues and table found here as JSON "
+                    "(infra/job-on-deployed.sh runs a job on them)")
     args = ap.parse_args()
     with open(args.template, encoding="utf-8") as f:
         template = json.load(f)
@@ -273,8 +275,11 @@ def main():
             f = lam.get_function(FunctionName=names[out])
             cfg = f["Configuration"]
             tpl = props(template, "SplitterFunction" if out.startswith("Splitter") else "WorkerFunction")
-            c.expect(f"{out} architecture", cfg.get("Architectures"), ["arm64"], "lambda-properties",
-                     tpl.get("Architectures") == ["arm64"], emulator_default=["x86_64"])
+            # The Architecture parameter as deployed (samconfig's local environment: x86_64).
+            params = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+            arch = params.get("Architecture") or template["Parameters"]["Architecture"]["Default"]
+            c.expect(f"{out} architecture", cfg.get("Architectures"), [arch], "lambda-properties",
+                     tpl.get("Architectures") == [{"Ref": "Architecture"}], emulator_default=["x86_64"])
             assert cfg["Runtime"] == "provided.al2023", cfg["Runtime"]
             assert cfg["Handler"] == "bootstrap"
             c.expect(f"{out} environment encrypted with the key", cfg.get("KMSKeyArn"), key_arn,
@@ -286,8 +291,8 @@ def main():
             assert conc is not None and int(conc) == reserved, (out, conc, reserved)
             env = cfg["Environment"]["Variables"]
             assert env["TABLE_NAME"] == names["LedgerTableName"], env
-            if out == "SplitterFunctionName":
-                assert env["QUEUE_URL"] == names["ManifestQueueUrl"], env
+            # The splitter enqueues manifests, the worker continuations.
+            assert env["QUEUE_URL"] == names["ManifestQueueUrl"], env
             group = cfg.get("LoggingConfig", {}).get("LogGroup")
             c.expect(f"{out} log group", group, f"/aws/lambda/{names[out]}", "lambda-properties",
                      "LogGroup" in tpl.get("LoggingConfig", {}), emulator_default=f"/aws/lambda/{names[out]}")
@@ -360,7 +365,7 @@ def main():
         ("bucket TLS-only policy", bucket_tls_only_policy),
         ("manifest queue: redrive, KMS, visibility >= 6 x worker timeout", manifest_queue),
         ("ledger table: keys, on-demand, SSE-KMS, TTL, PITR", table),
-        ("functions: arm64, al2023, reserved concurrency, env", functions),
+        ("functions: architecture, al2023, reserved concurrency, env", functions),
         ("event source mapping: max concurrency, ReportBatchItemFailures", event_source_mapping),
         ("splitter on-failure destination", splitter_failure_destination),
         ("log groups: retention, KMS", log_groups),
@@ -370,6 +375,11 @@ def main():
     ]:
         c.run(name, fn)
 
+    if args.resources_out:
+        with open(args.resources_out, "w", encoding="utf-8") as f:
+            json.dump({"bucket": names["DataBucketName"], "queue_url": names["ManifestQueueUrl"],
+                       "dlq_url": names["ManifestDeadLetterQueueUrl"], "table": names["LedgerTableName"],
+                       "worker_function": names["WorkerFunctionName"]}, f)
     if c.gaps:
         print(f"\nnot verifiable on this emulator ({len(c.gaps)}): checked in the deployed template instead")
         for g in c.gaps:

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .local
 log=.local/moto-$port.log
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# Through scripts/moto_server.py: moto with DynamoDB's per-item atomicity (see there).
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill $moto_pid 2>/dev/null; wait $moto_pid 2>/dev/null || true' EXIT INT TERM
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"

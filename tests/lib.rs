@@ -68,6 +68,7 @@ impl TestStack {
         let options = PollerOptions {
             workers,
             batch_size: 2,
+            ..PollerOptions::default()
         };
         local::run_event(
             &self.config,

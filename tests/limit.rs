@@ -13,6 +13,8 @@ struct Figures {
     rejected_429: u64,
     calls: u64,
     ddb_writes_per_1000_calls: f64,
+    /// Reads of the shared breaker state (GetItem, one per container per second).
+    ddb_reads_per_1000_calls: f64,
 }
 
 /// Sums of 10 consecutive 100 ms windows: every 1 s sliding window the mock counted.
@@ -71,7 +73,10 @@ async fn steady_run(rate: u32, seconds: u32) -> Figures {
         max_window_over_limit: max_window,
         rejected_429: stats.by_status.get(&429).copied().unwrap_or(0),
         calls,
-        ddb_writes_per_1000_calls: report.pollers.lease_writes as f64 * 1000.0 / calls as f64,
+        // Leases and breaker-state writes: every write the API clients make.
+        ddb_writes_per_1000_calls: report.pollers.client_ddb_writes() as f64 * 1000.0
+            / calls as f64,
+        ddb_reads_per_1000_calls: report.pollers.breaker_reads as f64 * 1000.0 / calls as f64,
     }
 }
 
@@ -84,6 +89,7 @@ fn report(name: &str, f: &Figures, rate: u32) {
         "rejected_429": f.rejected_429,
         "api_calls": f.calls,
         "ddb_writes_per_1000_calls": (f.ddb_writes_per_1000_calls * 10.0).round() / 10.0,
+        "ddb_reads_per_1000_calls": (f.ddb_reads_per_1000_calls * 10.0).round() / 10.0,
     });
     eprintln!("{line}");
     if let Ok(path) = std::env::var("FANOUT_BENCH_OUT") {

@@ -412,12 +412,13 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
             Credential::bearer(TOKEN).unwrap(),
         )))
         .build(fanout::client::http::pooled_client().unwrap());
+    // The stack's worker wiring (ledger, claims, queue), with this test's API client.
     let deps = fanout::worker::WorkerDeps {
-        store: splitter.store.clone(),
-        ledger: splitter.ledger.clone(),
+        deadline: Some(api.deadline().clone()),
         api: std::sync::Arc::new(api),
         limits: None,
         metrics: None,
+        ..fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap()
     };
     // Drain the queue through the worker handler, as Lambda would.
     let sqs = aws_sdk_sqs::Client::new(&ts.config);

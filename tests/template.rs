@@ -435,7 +435,7 @@ fn function_props<'a>(t: &'a Value, id: &str) -> &'a Value {
 }
 
 #[test]
-fn functions_are_arm64_al2023_and_built_with_cargo_lambda_from_their_crates() {
+fn functions_default_to_arm64_al2023_and_are_built_with_cargo_lambda_from_their_crates() {
     let t = load_template();
     let globals = get(&t, &["Globals", "Function"]).expect("Globals.Function");
     for (id, binary) in [
@@ -450,7 +450,21 @@ fn functions_are_arm64_al2023_and_built_with_cargo_lambda_from_their_crates() {
             Some("provided.al2023"),
             "{id}"
         );
-        assert_eq!(str_list(setting("Architectures")), vec!["arm64"], "{id}");
+        // The architecture is the Architecture parameter, arm64 unless a deploy overrides it
+        // (samconfig.toml's local environment builds x86_64, see there why).
+        let architectures = setting("Architectures")
+            .and_then(Value::as_sequence)
+            .unwrap_or_else(|| panic!("{id}: Architectures is a list"));
+        let [architecture] = architectures.as_slice() else {
+            panic!("{id}: one architecture, got {architectures:?}");
+        };
+        let resolved = match ref_name(architecture) {
+            Some(parameter) => get(&t, &["Parameters", &parameter, "Default"])
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            None => untag(architecture).as_str().map(str::to_owned),
+        };
+        assert_eq!(resolved.as_deref(), Some("arm64"), "{id}");
         assert_eq!(
             setting("Handler").and_then(Value::as_str),
             Some("bootstrap")
@@ -490,7 +504,10 @@ fn functions_get_the_environment_the_code_reads() {
     // fanout::aws::{splitter,worker}_deps_from_env read these.
     for (id, vars) in [
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
-        ("WorkerFunction", &["TABLE_NAME", "FLEET_SIZE"][..]),
+        (
+            "WorkerFunction",
+            &["TABLE_NAME", "QUEUE_URL", "FLEET_SIZE"][..],
+        ),
     ] {
         let env = get(function_props(&t, id), &["Environment", "Variables"])
             .and_then(Value::as_mapping)

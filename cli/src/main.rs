@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod generate;
+mod replay;
 mod report;
 mod status;
 
@@ -12,8 +13,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanout::config::PipelineConfig;
 use fanout::local::{self, PollerOptions, StackNames};
-use fanout::record::parse_csv_header;
-use fanout::request::compile;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -99,6 +98,14 @@ enum Command {
         #[arg(long, default_value = "dashboard.html")]
         out: PathBuf,
     },
+    /// Re-run a finished job's failures as a new attempt of the same job: its DLQ manifests,
+    /// then its failed/ records; a record that now succeeds replaces its failure, and the summary
+    /// is rewritten. (Against the local stack named by --prefix.)
+    Replay {
+        job: String,
+        #[arg(long, default_value = "fanout")]
+        prefix: String,
+    },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
         #[command(subcommand)]
@@ -110,6 +117,35 @@ enum Command {
 enum Format {
     Csv,
     Jsonl,
+}
+
+/// Which stack a local run uses: the one `local up` makes for a prefix, or resources that exist
+/// already (a stack deployed from template.yaml), named all four together.
+#[derive(clap::Args)]
+struct StackArgs {
+    /// Prefix of the resources `local up` creates (bucket <prefix>-data, ...).
+    #[arg(long, default_value = "fanout")]
+    prefix: String,
+    /// An existing data bucket (with --queue-url, --dlq-url and --table): run on it instead.
+    #[arg(long, requires_all = ["queue_url", "dlq_url", "table"])]
+    bucket: Option<String>,
+    #[arg(long, requires = "bucket")]
+    queue_url: Option<String>,
+    #[arg(long, requires = "bucket")]
+    dlq_url: Option<String>,
+    #[arg(long, requires = "bucket")]
+    table: Option<String>,
+}
+
+impl StackArgs {
+    async fn stack(&self, config: &aws_config::SdkConfig) -> anyhow::Result<local::Stack> {
+        match (&self.bucket, &self.queue_url, &self.dlq_url, &self.table) {
+            (Some(bucket), Some(queue_url), Some(dlq_url), Some(table)) => {
+                Ok(local::Stack::existing(bucket, queue_url, dlq_url, table))
+            }
+            _ => local::ensure_stack(config, &StackNames::with_prefix(&self.prefix)).await,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,8 +167,8 @@ enum LocalCommand {
         /// Pipeline name; the input goes to input/<name>/<file name>. Defaults to the config's file stem.
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: Box<StackArgs>,
         /// Simulated worker containers (the event source mapping's maximum concurrency).
         #[arg(long, default_value_t = 8)]
         workers: usize,
@@ -142,6 +178,10 @@ enum LocalCommand {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Simulate Lambda's timeout: each worker invocation gets this deadline, continues what
+        /// it cannot finish by then, and is killed if it runs past it.
+        #[arg(long)]
+        invocation_timeout_secs: Option<u64>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -200,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Replay { job, prefix } => replay::run(&job, &prefix).await,
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout::aws::load_config().await;
@@ -214,21 +255,24 @@ async fn main() -> anyhow::Result<()> {
                 input,
                 pipeline,
                 name,
-                prefix,
+                stack,
                 workers,
                 batch_size,
                 timeout_secs,
+                invocation_timeout_secs,
                 quiet,
             } => {
                 let options = PollerOptions {
                     workers,
                     batch_size,
+                    invocation_timeout: invocation_timeout_secs.map(Duration::from_secs),
+                    ..PollerOptions::default()
                 };
                 run(
                     &input,
                     &pipeline,
                     name,
-                    &prefix,
+                    &stack,
                     &options,
                     Duration::from_secs(timeout_secs),
                     quiet,
@@ -244,19 +288,29 @@ fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
     let config = PipelineConfig::from_yaml(&name, &text)?;
     if let Some(sample) = sample {
-        let header = match config.input.format {
-            fanout::config::InputFormat::Csv => {
-                let data = std::fs::read(sample)
-                    .with_context(|| format!("reading {}", sample.display()))?;
-                let (line, _) = fanout::record::header_line(&data, true).unwrap_or_default();
-                Some(
-                    parse_csv_header(line, config.input.delimiter as u8)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?,
-                )
-            }
-            fanout::config::InputFormat::Jsonl => None,
-        };
-        compile(&config, header.as_deref(), &name)?;
+        let data =
+            std::fs::read(sample).with_context(|| format!("reading {}", sample.display()))?;
+        // Every record is judged as a job would judge it: the same reasons as in rejected/.
+        let check = fanout::check::check_sample(&config, &data, &name)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?;
+        for r in &check.rejected {
+            println!(
+                "{}:{}: {} (offset {})",
+                sample.display(),
+                r.line,
+                r.reason,
+                r.offset
+            );
+        }
+        if !check.rejected.is_empty() {
+            anyhow::bail!(
+                "{}: {} of {} records would be rejected",
+                sample.display(),
+                check.rejected.len(),
+                check.records
+            );
+        }
+        println!("{}: {} records ok", sample.display(), check.records);
     }
     println!("{name}: ok");
     Ok(())
@@ -266,7 +320,7 @@ async fn run(
     input: &Path,
     pipeline: &Path,
     name: Option<String>,
-    prefix: &str,
+    stack: &StackArgs,
     options: &PollerOptions,
     timeout: Duration,
     quiet: bool,
@@ -289,7 +343,7 @@ async fn run(
         .into_owned();
 
     let config = fanout::aws::load_config().await;
-    let stack = local::ensure_stack(&config, &StackNames::with_prefix(prefix)).await?;
+    let stack = stack.stack(&config).await?;
     local::put_pipeline(&config, &stack.names.bucket, &name, &yaml).await?;
     let key = format!("input/{name}/{file_name}");
     eprintln!(
@@ -319,8 +373,39 @@ async fn run(
             job.counts.rejected
         ));
     };
-    let report = local::run_event(&config, &stack, event, options, timeout, &progress).await?;
+    // SIGTERM or Ctrl-C: the containers stop as at their deadline (what is done is flushed and
+    // recorded, the rest continued in the queue), so no half-written output is left; the pollers
+    // of the next `fanout local run` on this stack finish the job.
+    let interrupt = fanout::continuation::Interrupt::default();
+    let options = PollerOptions {
+        interrupt: Some(interrupt.clone()),
+        ..options.clone()
+    };
+    let watcher = tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => drop(t.recv().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = terminated => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("stopping: flushing the work under way (the rest stays queued)");
+        interrupt.trigger();
+    });
+    let report = local::run_event(&config, &stack, event, &options, timeout, &progress).await;
+    watcher.abort();
+    let report = report?;
     bar.finish_and_clear();
+    if report.interrupted {
+        eprintln!(
+            "interrupted: finished manifests are recorded with their output; the rest stays queued for the next `fanout local run` on this stack"
+        );
+    }
     print_report(&report)
 }
 

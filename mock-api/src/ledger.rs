@@ -66,6 +66,8 @@ pub(crate) struct Ledger {
     total: u64,
     first: Option<Instant>,
     windows: Vec<u64>,
+    /// 2xx answers per 100 ms window (by answer time, on the same origin as `windows`).
+    served: Vec<u64>,
     keys: HashMap<String, KeyState>,
     repeated_keys: u64,
     duplicate_successes: u64,
@@ -82,13 +84,21 @@ impl Ledger {
     }
 
     fn count_window(&mut self, now: Instant) {
+        let index = self.window_index(now);
+        bump(&mut self.windows, index);
+    }
+
+    fn window_index(&mut self, now: Instant) -> usize {
         let first = *self.first.get_or_insert(now);
         let elapsed = now.saturating_duration_since(first);
-        let index = (elapsed.as_millis() / WINDOW.as_millis()) as usize;
-        if self.windows.len() <= index {
-            self.windows.resize(index + 1, 0);
-        }
-        self.windows[index] += 1;
+        (elapsed.as_millis() / WINDOW.as_millis()) as usize
+    }
+
+    /// Counts a 2xx answer in its window: what the API actually served, as opposed to what
+    /// arrived (which includes the 429s and 503s).
+    pub(crate) fn count_served(&mut self, now: Instant) {
+        let index = self.window_index(now);
+        bump(&mut self.served, index);
     }
 
     fn count_key(&mut self, key: Option<&str>) {
@@ -117,6 +127,13 @@ impl Ledger {
     }
 }
 
+fn bump(windows: &mut Vec<u64>, index: usize) {
+    if windows.len() <= index {
+        windows.resize(index + 1, 0);
+    }
+    windows[index] += 1;
+}
+
 /// Ledger plus the lock-free per-status counters.
 pub(crate) struct Counters {
     ledger: Mutex<Ledger>,
@@ -142,8 +159,12 @@ impl Counters {
         if let Some(slot) = self.by_status.get(usize::from(status)) {
             slot.fetch_add(1, Ordering::Relaxed);
         }
-        if let (true, Some(key)) = ((200..300).contains(&status), key) {
-            self.lock().count_success(key);
+        if (200..300).contains(&status) {
+            let mut ledger = self.lock();
+            ledger.count_served(Instant::now());
+            if let Some(key) = key {
+                ledger.count_success(key);
+            }
         }
     }
 
@@ -155,6 +176,7 @@ impl Counters {
             total_requests: ledger.total,
             by_status: self.status_map(),
             windows_100ms: ledger.windows.clone(),
+            served_100ms: ledger.served.clone(),
             keys_seen: ledger.keys.len() as u64,
             repeated_keys: ledger.repeated_keys,
             duplicate_successes: ledger.duplicate_successes,
@@ -218,6 +240,8 @@ mod tests {
         ledger.count_arrival(t0 + Duration::from_millis(250), Some("a"));
         ledger.count_arrival(t0 + Duration::from_millis(260), None);
         assert_eq!(ledger.windows, vec![1, 0, 2]);
+        ledger.count_served(t0 + Duration::from_millis(120));
+        assert_eq!(ledger.served, vec![0, 1]);
         assert_eq!(ledger.keys.len(), 1);
         assert_eq!(ledger.repeated_keys, 1);
         assert_eq!(ledger.requests_without_key, 1);

@@ -82,6 +82,9 @@ pub struct MockStats {
     pub by_status: BTreeMap<u16, u64>,
     /// Requests per 100 ms window since the first request (index 0 = first).
     pub windows_100ms: Vec<u64>,
+    /// 2xx answers per 100 ms window, on the same origin: the rate the API served.
+    #[serde(default)]
+    pub served_100ms: Vec<u64>,
     /// Distinct idempotency keys seen.
     pub keys_seen: u64,
     /// Requests whose key had been seen before (retries do this).

@@ -343,6 +343,7 @@ async fn reset_zeroes_everything() {
         total_requests: 0,
         by_status: Default::default(),
         windows_100ms: vec![],
+        served_100ms: vec![],
         keys_seen: 0,
         repeated_keys: 0,
         duplicate_successes: 0,

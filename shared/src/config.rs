@@ -21,6 +21,27 @@ pub struct PipelineConfig {
     pub client: ClientConfig,
     #[serde(default)]
     pub split: SplitConfig,
+    #[serde(default)]
+    pub job: JobConfig,
+}
+
+/// When a job gives up on the API. See [`crate::tolerance`].
+///
+/// Both default to none (no limit): failed records are kept in `failed/` with their records, for
+/// `fanout replay`, and the client's circuit breaker already sheds load during an outage, so by
+/// default a job calls for every record. Set a limit to stop paying for calls that will not work
+/// (a revoked key, a broken request template): above it the job stops calling the API and finishes
+/// FAILED, with the rest of its records in `failed/` as not attempted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Stop once more than this many records have failed.
+    #[serde(default)]
+    pub tolerated_failure_count: Option<u64>,
+    /// Stop once more than this percentage (0..=100) of the records attempted so far have failed,
+    /// judged from the first 100 attempted records on.
+    #[serde(default)]
+    pub tolerated_failure_percent: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +433,14 @@ impl PipelineConfig {
                 ));
             }
         }
+        if let Some(p) = self.job.tolerated_failure_percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            return Err(err(
+                "job.tolerated_failure_percent",
+                format!("{p} is out of range 0..=100"),
+            ));
+        }
         check_range(
             &err,
             "client.concurrency",
@@ -627,6 +656,32 @@ request:
         assert_eq!(c.client.concurrency, 64);
         assert_eq!(c.request.idempotency_header, "Idempotency-Key");
         assert_eq!(c.split.chunk_bytes, 4 << 20);
+        assert_eq!(c.job, JobConfig::default());
+    }
+
+    #[test]
+    fn failure_tolerance_is_checked() {
+        let c = PipelineConfig::from_yaml(
+            "p.yaml",
+            &format!(
+                "{GOOD}job: {{ tolerated_failure_count: 10, tolerated_failure_percent: 2.5 }}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.job.tolerated_failure_count, Some(10));
+        assert_eq!(c.job.tolerated_failure_percent, Some(2.5));
+        let e = error_of(&format!(
+            "{GOOD}job: {{ tolerated_failure_percent: 120 }}\n"
+        ));
+        assert_eq!(
+            e.to_string(),
+            "pipelines/p.yaml: job.tolerated_failure_percent: 120 is out of range 0..=100"
+        );
+        let e = error_of(&format!("{GOOD}job: {{ tolerated_failures: 3 }}\n"));
+        assert!(
+            e.to_string().contains("unknown field `tolerated_failures`"),
+            "{e}"
+        );
     }
 
     #[test]

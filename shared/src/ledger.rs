@@ -94,6 +94,12 @@ pub struct JobRecord {
 pub struct ManifestRecord {
     pub job_id: String,
     pub seq: u32,
+    /// The continuation number (0 for a planned manifest); see [`crate::manifest::Manifest::part`].
+    pub part: u32,
+    /// Where the continuation this manifest enqueued starts (None when it finished its range).
+    /// Recording it counts one more manifest in the job's total, in the same write, so the job
+    /// cannot complete before the continuation is recorded too.
+    pub continued_at: Option<u64>,
     pub counts: Counts,
     pub duration_ms: u64,
     /// API latency histogram (microseconds), HdrHistogram V2 serialized.

@@ -6,10 +6,15 @@
 
 pub mod aws;
 pub mod charts;
+pub mod check;
+pub mod claims;
 pub mod client;
 pub mod config;
+pub mod continuation;
 pub mod dashboard;
 pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod latency;
 pub mod ledger;
 pub mod limiter;
@@ -21,10 +26,12 @@ pub mod ports;
 pub mod progress;
 pub mod range;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod request;
 pub mod splitter;
 pub mod summary;
 pub mod telemetry;
 pub mod template;
+pub mod tolerance;
 pub mod worker;

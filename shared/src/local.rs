@@ -21,7 +21,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::json;
 
-use crate::aws::s3_client;
+use crate::aws::{WorkerClientShared, s3_client};
 use crate::ledger::{JobRecord, JobStatus};
 use crate::manifest::keys;
 use crate::splitter::{self, SplitOutcome, SplitterDeps};
@@ -56,6 +56,25 @@ pub struct Stack {
     pub dlq_url: String,
 }
 
+impl Stack {
+    /// A stack that exists already, e.g. one deployed from template.yaml (infra/deploy-local.sh
+    /// runs a job on the emulator's copy of it), named by its resources.
+    pub fn existing(bucket: &str, queue_url: &str, dlq_url: &str, table: &str) -> Self {
+        // A queue URL ends with the queue's name.
+        let name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_string();
+        Self {
+            names: StackNames {
+                bucket: bucket.to_string(),
+                queue: name(queue_url),
+                dlq: name(dlq_url),
+                table: table.to_string(),
+            },
+            queue_url: queue_url.to_string(),
+            dlq_url: dlq_url.to_string(),
+        }
+    }
+}
+
 /// Visibility timeout of the manifest queue: 6 × the worker's 300 s timeout, as template.yaml
 /// sets it, so a manifest still being processed is never handed to a second container.
 pub const VISIBILITY_SECS: i32 = 1800;
@@ -64,6 +83,9 @@ pub const VISIBILITY_SECS: i32 = 1800;
 pub const LOCAL_RETRY_DELAY_SECS: i32 = 5;
 /// Receives before a manifest goes to the DLQ.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// The worker's timeout, template.yaml's default: each local invocation gets this deadline, as a
+/// Lambda invocation does.
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Creates the bucket (versioned), the queue with its DLQ, and the ledger table, unless they
 /// exist. The settings mirror template.yaml's.
@@ -168,13 +190,16 @@ pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterD
     crate::aws::splitter_deps(config, &stack.queue_url, &stack.names.table)
 }
 
-/// Fresh clients for one simulated worker container of a fleet of `fleet_size`.
+/// Fresh clients for one simulated worker container of a fleet of `fleet_size`. Like a real
+/// container, it shares only the table with the others: the rate limit and the breakers' open
+/// state reach them through DynamoDB.
 pub fn worker_deps(
     config: &aws_config::SdkConfig,
     stack: &Stack,
     fleet_size: u32,
 ) -> anyhow::Result<WorkerDeps> {
-    let mut deps = crate::aws::worker_deps(config, &stack.names.table, fleet_size)?;
+    let mut deps =
+        crate::aws::worker_deps(config, &stack.names.table, &stack.queue_url, fleet_size)?;
     // moto answers a metric query without dimensions with the sum over every dimension set, which
     // is already the all-pipelines aggregate: publishing that too would count everything twice.
     deps.metrics = deps
@@ -271,6 +296,26 @@ pub struct PollerOptions {
     pub workers: usize,
     /// Messages per worker invocation (the mapping's batch size), 1..=10.
     pub batch_size: i32,
+    /// The simulated Lambda timeout. Each invocation is given the deadline it implies (as Lambda
+    /// gives it in the context) and is killed if it runs past it: its messages are then neither
+    /// deleted nor returned, and reappear after the queue's visibility timeout, as on Lambda.
+    /// None: the worker's timeout ([`WORKER_TIMEOUT`]) as the deadline, and no kill.
+    pub invocation_timeout: Option<Duration>,
+    /// Fault injection: runtimes that die mid-invocation.
+    pub kills: Option<Kills>,
+    /// A graceful stop (SIGTERM): once triggered, no message is received any more, and the
+    /// invocations under way stop as at their deadline: what is done is flushed and recorded,
+    /// the rest continued in the queue. See [`crate::continuation::Interrupt`].
+    pub interrupt: Option<crate::continuation::Interrupt>,
+}
+
+/// Kills `count` invocations (over the whole fleet) `after` they start, as if the runtime died:
+/// the handler is dropped wherever it is, nothing more is written, and its messages reappear
+/// after the queue's visibility timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Kills {
+    pub count: u32,
+    pub after: Duration,
 }
 
 impl Default for PollerOptions {
@@ -278,6 +323,9 @@ impl Default for PollerOptions {
         Self {
             workers: 8,
             batch_size: 1,
+            invocation_timeout: None,
+            kills: None,
+            interrupt: None,
         }
     }
 }
@@ -285,17 +333,31 @@ impl Default for PollerOptions {
 /// The running pollers; stop them with [`Pollers::stop`].
 pub struct Pollers {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
     limits: Vec<Arc<crate::limiter::source::FleetLimits>>,
+    breakers: Vec<Arc<crate::aws::breaker::DynamoBreakerStores>>,
 }
 
 /// What the pollers did, over every simulated container.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct PollerTotals {
     pub invocations: u64,
+    /// Invocations killed: injected kills and simulated timeouts.
+    pub killed: u64,
     /// Conditional writes made to lease rate-limit tokens (successful or not).
     pub lease_writes: u64,
     pub tokens_leased: u64,
+    /// Reads of the shared breaker state (at most one per container per second while calling).
+    pub breaker_reads: u64,
+    /// Conditional writes of the shared breaker state (on opening and on closing).
+    pub breaker_writes: u64,
+}
+
+impl PollerTotals {
+    /// Every DynamoDB write the API clients made (not the ledger's): leases and breaker state.
+    pub fn client_ddb_writes(&self) -> u64 {
+        self.lease_writes + self.breaker_writes
+    }
 }
 
 impl Pollers {
@@ -306,10 +368,22 @@ impl Pollers {
         options: &PollerOptions,
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let kills_left = Arc::new(std::sync::atomic::AtomicU32::new(
+            options.kills.map_or(0, |k| k.count),
+        ));
         let mut tasks = Vec::new();
         let mut limits = Vec::new();
+        let mut breakers = Vec::new();
         for _ in 0..options.workers {
-            let deps = worker_deps(config, stack, options.workers as u32)?;
+            let shared = WorkerClientShared::new(config, &stack.names.table);
+            breakers.push(shared.breakers.clone());
+            let deps = crate::aws::worker_deps_with(
+                config,
+                &stack.names.table,
+                &stack.queue_url,
+                options.workers as u32,
+                shared,
+            )?;
             limits.extend(deps.limits.clone());
             let sqs = aws_sdk_sqs::Client::new(config);
             let (queue_url, stop, batch) = (
@@ -317,14 +391,21 @@ impl Pollers {
                 stop.clone(),
                 options.batch_size.clamp(1, 10),
             );
+            let faults = Faults {
+                timeout: options.invocation_timeout,
+                kill_after: options.kills.map(|k| k.after),
+                kills_left: kills_left.clone(),
+                interrupt: options.interrupt.clone(),
+            };
             tasks.push(tokio::spawn(async move {
-                poll_loop(&sqs, &queue_url, batch, &deps, &stop).await
+                poll_loop(&sqs, &queue_url, batch, &deps, &stop, &faults).await
             }));
         }
         Ok(Self {
             stop,
             tasks,
             limits,
+            breakers,
         })
     }
 
@@ -333,14 +414,51 @@ impl Pollers {
         self.stop.store(true, Ordering::SeqCst);
         let mut totals = PollerTotals::default();
         for t in self.tasks {
-            totals.invocations += t.await??;
+            let (invocations, killed) = t.await??;
+            totals.invocations += invocations;
+            totals.killed += killed;
         }
         for l in &self.limits {
             let (writes, _, tokens) = l.totals();
             totals.lease_writes += writes;
             totals.tokens_leased += tokens;
         }
+        for b in &self.breakers {
+            let (reads, writes) = b.totals();
+            totals.breaker_reads += reads;
+            totals.breaker_writes += writes;
+        }
         Ok(totals)
+    }
+}
+
+/// How a simulated container's invocations end early.
+struct Faults {
+    interrupt: Option<crate::continuation::Interrupt>,
+    timeout: Option<Duration>,
+    kill_after: Option<Duration>,
+    kills_left: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    /// When this invocation dies: at its timeout, or earlier if it draws one of the injected
+    /// kills (the second value: hand it back with [`Faults::unused_kill`] if the invocation ends
+    /// first, so that `count` kills really happen).
+    fn death(&self) -> (Option<Duration>, bool) {
+        let killed = self.kill_after.filter(|_| {
+            self.kills_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        });
+        let death = match (killed, self.timeout) {
+            (Some(k), Some(t)) => Some(k.min(t)),
+            (k, t) => k.or(t),
+        };
+        (death, killed.is_some())
+    }
+
+    fn unused_kill(&self) {
+        self.kills_left.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -350,9 +468,11 @@ async fn poll_loop(
     batch_size: i32,
     deps: &WorkerDeps,
     stop: &AtomicBool,
-) -> anyhow::Result<u64> {
-    let mut invocations = 0;
-    while !stop.load(Ordering::SeqCst) {
+    faults: &Faults,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut invocations, mut killed) = (0, 0);
+    let interrupted = || faults.interrupt.as_ref().is_some_and(|i| i.is_set());
+    while !stop.load(Ordering::SeqCst) && !interrupted() {
         let received = sqs
             .receive_message()
             .queue_url(queue_url)
@@ -377,8 +497,34 @@ async fn poll_loop(
             .map(|m| json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs"}))
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-        let response = worker::handle_sqs_event(event, deps).await;
+        // Every invocation has a deadline, as on Lambda: the simulated timeout, else the
+        // worker's. Calls may then wait out an open breaker until it instead of failing the
+        // record at the first turned-away attempt.
+        let deadline_ms = Some(
+            crate::ledger::now_ms() + faults.timeout.unwrap_or(WORKER_TIMEOUT).as_millis() as u64,
+        );
+        let handler =
+            worker::handle_sqs_batch_with(event, deps, deadline_ms, faults.interrupt.as_ref());
         invocations += 1;
+        let response = match faults.death() {
+            (None, _) => handler.await,
+            (Some(death), drew_kill) => match tokio::time::timeout(death, handler).await {
+                Ok(response) => {
+                    if drew_kill {
+                        faults.unused_kill();
+                    }
+                    response
+                }
+                Err(_) => {
+                    // The runtime died (or Lambda killed it at its timeout): the handler is gone
+                    // mid-work, and the messages are left in flight, to reappear after the
+                    // visibility timeout.
+                    tracing::warn!(after = ?death, "invocation killed");
+                    killed += 1;
+                    continue;
+                }
+            },
+        };
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -423,7 +569,7 @@ async fn poll_loop(
             }
         }
     }
-    Ok(invocations)
+    Ok((invocations, killed))
 }
 
 /// What a local run came to.
@@ -435,6 +581,8 @@ pub struct RunReport {
     pub summary: Option<JobSummary>,
     pub wall_seconds: f64,
     pub pollers: PollerTotals,
+    /// The run was stopped (SIGTERM) before the job finished; its rest is in the queue.
+    pub interrupted: bool,
 }
 
 /// Runs a job end to end: splitter on `event`, pollers until the job is final (or `timeout`).
@@ -473,7 +621,7 @@ pub async fn run_event(
             }
             let done = current.as_ref().is_some_and(|j| j.status.is_final());
             job = current;
-            if done {
+            if done || options.interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 break;
             }
             if started.elapsed() > timeout {
@@ -484,6 +632,11 @@ pub async fn run_event(
         }
     }
     let totals = pollers.stop().await?;
+    let interrupted = options.interrupt.as_ref().is_some_and(|i| i.is_set());
+    if interrupted && let Some(id) = &job_id {
+        // The invocations have flushed and stopped: this is the state a next run resumes from.
+        job = deps.ledger.get_job(id).await?;
+    }
     let summary = match (&job, &job_id) {
         (Some(j), Some(id)) if j.status == JobStatus::Completed => {
             let body = deps
@@ -492,6 +645,17 @@ pub async fn run_event(
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("job {id} is complete but has no summary"))?;
             Some(serde_json::from_slice(&body)?)
+        }
+        // A job stopped by its failure tolerance has a summary; one that failed to split has not.
+        (Some(j), Some(id)) if j.status == JobStatus::Failed => {
+            match deps
+                .store
+                .get_small(&stack.names.bucket, &keys::summary(id))
+                .await?
+            {
+                Some(body) => Some(serde_json::from_slice(&body)?),
+                None => None,
+            }
         }
         _ => None,
     };
@@ -502,5 +666,24 @@ pub async fn run_event(
         summary,
         wall_seconds: started.elapsed().as_secs_f64(),
         pollers: totals,
+        interrupted,
     })
+}
+
+/// `fanout replay`: works the job's DLQ manifests, then sends its failed/ records again and
+/// rewrites its summary (see [`crate::replay`]).
+pub async fn replay(
+    config: &aws_config::SdkConfig,
+    stack: &Stack,
+    job_id: &str,
+) -> anyhow::Result<crate::replay::ReplayReport> {
+    let deps = worker_deps(config, stack, 1)?;
+    let mut report = crate::replay::ReplayReport {
+        job_id: job_id.to_string(),
+        ..Default::default()
+    };
+    let sqs = aws_sdk_sqs::Client::new(config);
+    crate::replay::replay_dead_letters(job_id, &sqs, &stack.dlq_url, &deps, &mut report).await?;
+    crate::replay::replay_failed(job_id, &stack.names.bucket, &deps, &mut report).await?;
+    Ok(report)
 }

@@ -23,6 +23,11 @@ pub fn job_id(bucket: &str, key: &str, version_or_etag: &str) -> String {
 pub struct Manifest {
     pub job_id: String,
     pub seq: u32,
+    /// 0 for a manifest the splitter planned; n > 0 for the n-th continuation of manifest `seq`
+    /// (the rest of its range, enqueued by a worker that ran out of time). See
+    /// [`crate::continuation`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
     pub manifests_total: u32,
     pub bucket: String,
     pub key: String,
@@ -42,18 +47,48 @@ pub struct Manifest {
     pub config: PipelineConfig,
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl Manifest {
+    /// The manifest's identity within its job: `000042` for a planned manifest, `000042.003` for
+    /// its third continuation. Output keys, the ledger record and the claim all derive from it,
+    /// so a redelivered message maps to the same objects and items.
+    pub fn unit_id(&self) -> String {
+        keys::unit(self.seq, self.part)
+    }
+}
+
 /// Output object keys. Deterministic per job and manifest, so a re-run overwrites.
 pub mod keys {
     pub const INPUT_PREFIX: &str = "input/";
 
     pub fn results(job: &str, seq: u32) -> String {
-        format!("results/{job}/part-{seq:06}.jsonl")
+        results_unit(job, &unit(seq, 0))
     }
     pub fn failed(job: &str, seq: u32) -> String {
-        format!("failed/{job}/part-{seq:06}.jsonl")
+        failed_unit(job, &unit(seq, 0))
     }
     pub fn rejected(job: &str, seq: u32) -> String {
-        format!("rejected/{job}/part-{seq:06}.jsonl")
+        rejected_unit(job, &unit(seq, 0))
+    }
+    /// A manifest's (or continuation's) id: see [`super::Manifest::unit_id`].
+    pub fn unit(seq: u32, part: u32) -> String {
+        if part == 0 {
+            format!("{seq:06}")
+        } else {
+            format!("{seq:06}.{part:03}")
+        }
+    }
+    pub fn results_unit(job: &str, unit: &str) -> String {
+        format!("results/{job}/part-{unit}.jsonl")
+    }
+    pub fn failed_unit(job: &str, unit: &str) -> String {
+        format!("failed/{job}/part-{unit}.jsonl")
+    }
+    pub fn rejected_unit(job: &str, unit: &str) -> String {
+        format!("rejected/{job}/part-{unit}.jsonl")
     }
     pub fn summary(job: &str) -> String {
         format!("results/{job}/_SUMMARY.json")
@@ -88,6 +123,16 @@ mod tests {
         // Field boundaries matter: ("ab","c") differs from ("a","bc").
         assert_ne!(job_id("ab", "c", "v"), job_id("a", "bc", "v"));
         assert_eq!(a.len(), 22);
+    }
+
+    #[test]
+    fn continuation_keys_sit_next_to_their_parent() {
+        assert_eq!(keys::results("j", 42), "results/j/part-000042.jsonl");
+        let cont = keys::results_unit("j", &keys::unit(42, 3));
+        assert_eq!(cont, "results/j/part-000042.003.jsonl");
+        // Listing order groups a manifest's parts before the next manifest's.
+        assert!(keys::results("j", 42) < keys::results("j", 43) && cont < keys::results("j", 43));
+        assert!(cont.starts_with("results/j/part-000042."));
     }
 
     #[test]

@@ -410,6 +410,8 @@ mod tests {
             },
             duration_ms: 1234,
             latency_histogram: Vec::new(),
+            part: 0,
+            continued_at: None,
         }
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::config::ClientConfig;
-use crate::ledger::{CreateOutcome, JobRecord, ManifestRecord};
+use crate::ledger::{Counts, CreateOutcome, JobRecord, ManifestRecord};
 use crate::range::ByteRange;
 use crate::request::ApiRequest;
 
@@ -69,7 +69,16 @@ pub trait JobLedger: Send + Sync {
     async fn fail_job(&self, job_id: &str, reason: &str) -> anyhow::Result<()>;
     /// Records a finished manifest and adds its counts to the job, once: returns false when the
     /// manifest had already been recorded (a redelivery), in which case nothing is added.
+    /// A manifest with `continued_at` also adds one to the job's `manifests_total`, in the same
+    /// write: the continuation it enqueues is part of the job from then on.
     async fn record_manifest(&self, manifest: &ManifestRecord) -> anyhow::Result<bool>;
+    /// The record of manifest `(seq, part)`, if it was recorded.
+    async fn manifest(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+    ) -> anyhow::Result<Option<ManifestRecord>>;
     /// Claims the job's completion once every manifest is recorded (status → COMPLETING; the
     /// first claim sets the finish time). True means: write the summary, then call
     /// [`JobLedger::mark_completed`]. A claim stays open until then, so whoever processes a
@@ -78,6 +87,21 @@ pub trait JobLedger: Send + Sync {
     async fn claim_completion(&self, job_id: &str, finished_at_ms: u64) -> anyhow::Result<bool>;
     /// COMPLETING → COMPLETED, once the summary is written.
     async fn mark_completed(&self, job_id: &str) -> anyhow::Result<()>;
+    /// Stops a running job (its failure tolerance was exceeded): sets its `error` to `reason`
+    /// unless it has one. False when it had one already (another worker stopped it first).
+    async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool>;
+    /// COMPLETING → FAILED for a stopped job, once the summary is written.
+    async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()>;
+    /// Sets a recorded manifest's counts (a replay moved records from failed to succeeded).
+    async fn set_manifest_counts(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+        counts: &Counts,
+    ) -> anyhow::Result<()>;
+    /// Sets the job's counters (to the sum of its manifests' after a replay).
+    async fn set_job_counts(&self, job_id: &str, counts: &Counts) -> anyhow::Result<()>;
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>>;
 }
 

@@ -226,6 +226,7 @@ async fn plan_job(
         .map(|(seq, range)| Manifest {
             job_id: job_id.into(),
             seq: seq as u32,
+            part: 0,
             manifests_total: total,
             bucket: bucket.into(),
             key: key.into(),
@@ -244,8 +245,8 @@ async fn plan_job(
 }
 
 /// Finds where data starts: after a UTF-8 BOM, and for CSV after the header row, which it parses.
-/// Reads only the object's first bytes.
-async fn read_preamble(
+/// Reads only the object's first bytes. (Also used by [`crate::replay`], to parse failed records.)
+pub async fn read_preamble(
     bucket: &str,
     key: &str,
     head: &ObjectHead,

@@ -51,10 +51,11 @@ pub async fn build_summary(job_id: &str, ledger: &dyn JobLedger) -> anyhow::Resu
     }
     Ok(JobSummary {
         job_id: job.job_id,
-        status: if job.status == JobStatus::Completing {
-            JobStatus::Completed
-        } else {
-            job.status
+        // A job stopped by its failure tolerance keeps its reason in `error` and ends FAILED.
+        status: match (job.status, &job.error) {
+            (JobStatus::Completing, None) => JobStatus::Completed,
+            (JobStatus::Completing, Some(_)) => JobStatus::Failed,
+            (status, _) => status,
         },
         bucket: job.bucket,
         key: job.key,
@@ -86,7 +87,11 @@ pub async fn write_summary(
     store
         .put(bucket, &keys::summary(job_id), body, "application/json")
         .await?;
-    ledger.mark_completed(job_id).await?;
+    if summary.status == JobStatus::Failed {
+        ledger.mark_stopped(job_id).await?;
+    } else {
+        ledger.mark_completed(job_id).await?;
+    }
     tracing::info!(
         job_id,
         input_records = summary.input_records,

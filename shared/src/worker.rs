@@ -1,21 +1,30 @@
 //! The worker: processes manifests from SQS. Reads its byte range as a stream, frames and parses
 //! records, calls the API with bounded concurrency, writes results, records the manifest in the
 //! ledger, and writes the job summary when it finishes the job's last manifest.
+//!
+//! Each manifest is claimed first ([`crate::claims`]): a finished one is acknowledged unworked, one
+//! that another live invocation holds is returned to the queue. With a deadline, a manifest that
+//! cannot finish in time is cut and continued ([`crate::continuation`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::check::Verdict;
+use crate::claims::{self, ClaimOutcome, ManifestClaims};
+use crate::client::deadline::DeadlineHandle;
+use crate::continuation::{self, StopTimes};
 use crate::framer::{Frame, RecordFramer};
 use crate::latency;
 use crate::ledger::{Counts, ManifestRecord, now_ms};
 use crate::manifest::{Manifest, keys};
 use crate::output::{FailedLine, RejectedLine, ResultLine, to_jsonl};
-use crate::ports::{ApiClient, JobLedger, ObjectStore};
+use crate::ports::{ApiClient, JobLedger, ManifestQueue, ObjectStore};
 use crate::range::ByteRange;
 use crate::record::RecordParser;
 use crate::request::{ApiRequest, RequestRenderer, compile};
@@ -37,34 +46,219 @@ pub struct WorkerDeps {
     pub limits: Option<Arc<crate::limiter::source::FleetLimits>>,
     /// Where each manifest's metrics go (None: not published, e.g. in unit tests).
     pub metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
+    /// Manifest claims (in the ledger table).
+    pub claims: Arc<dyn ManifestClaims>,
+    /// The manifest queue, for continuations.
+    pub queue: Arc<dyn ManifestQueue>,
+    /// The API client's deadline, set per invocation (None when the client has none).
+    pub deadline: Option<DeadlineHandle>,
+}
+
+/// The entry point without a deadline (local runs and tests that do not simulate one).
+pub async fn handle_sqs_event(event: SqsEvent, deps: &WorkerDeps) -> SqsBatchResponse {
+    handle_sqs_batch(event, deps, None).await
 }
 
 /// The Lambda entry point: one SQS batch in, the failed message ids out, so only those return to
-/// the queue.
-pub async fn handle_sqs_event(event: SqsEvent, deps: &WorkerDeps) -> SqsBatchResponse {
+/// the queue. `deadline_ms` is the invocation's deadline (the Lambda context's, ms since the
+/// epoch).
+pub async fn handle_sqs_batch(
+    event: SqsEvent,
+    deps: &WorkerDeps,
+    deadline_ms: Option<u64>,
+) -> SqsBatchResponse {
+    handle_sqs_batch_with(event, deps, deadline_ms, None).await
+}
+
+/// [`handle_sqs_batch`] with an early stop the caller can trigger (the local runner on SIGTERM):
+/// the invocation then stops as at its deadline, flushing what is done and continuing the rest.
+pub async fn handle_sqs_batch_with(
+    event: SqsEvent,
+    deps: &WorkerDeps,
+    deadline_ms: Option<u64>,
+    interrupt: Option<&continuation::Interrupt>,
+) -> SqsBatchResponse {
+    let stop = match (deadline_ms, interrupt) {
+        (Some(d), _) => Some(StopTimes::new(d, now_ms(), Instant::now())),
+        // No deadline but an interrupt: a deadline as far off as a claim without one lasts.
+        (None, Some(_)) => Some(StopTimes::new(
+            now_ms() + claims::DEFAULT_CLAIM_SECS * 1000,
+            now_ms(),
+            Instant::now(),
+        )),
+        (None, None) => None,
+    }
+    .map(|t| match interrupt {
+        Some(i) => t.with_interrupt(i.clone()),
+        None => t,
+    });
+    if let Some(handle) = &deps.deadline {
+        handle.set(stop.as_ref().map(|t| t.client));
+    }
     let mut response = SqsBatchResponse::default();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let result = match serde_json::from_str::<Manifest>(
             message.body.as_deref().unwrap_or_default(),
         ) {
-            Ok(manifest) => {
-                let span =
-                    tracing::info_span!("manifest", job_id = %manifest.job_id, seq = manifest.seq);
-                tracing::Instrument::instrument(process_manifest(&manifest, deps), span)
-                    .await
-                    .map(drop)
-            }
             Err(e) => Err(anyhow::anyhow!("message {id} is not a manifest: {e}")),
+            // Too late to start: leave it for the next invocation, unclaimed.
+            Ok(_) if stop.as_ref().is_some_and(|t| !t.can_start(Instant::now())) => Err(
+                anyhow::anyhow!("no time left in this invocation to start it"),
+            ),
+            Ok(manifest) => {
+                let span = tracing::info_span!("manifest", job_id = %manifest.job_id, seq = manifest.seq, part = manifest.part);
+                tracing::Instrument::instrument(
+                    handle_manifest(&manifest, deps, stop.as_ref()),
+                    span,
+                )
+                .await
+            }
         };
-        if let Err(e) = result {
-            error!(message_id = %id, error = format!("{e:#}"), "manifest failed; it will be retried");
+        let retry = match result {
+            Ok(Handled::Processed(_)) | Ok(Handled::AlreadyDone) => false,
+            Ok(Handled::HeldByOther) => {
+                info!(message_id = %id, "manifest is being processed by another invocation; returned to the queue");
+                true
+            }
+            Err(e) => {
+                error!(message_id = %id, error = format!("{e:#}"), "manifest failed; it will be retried");
+                true
+            }
+        };
+        if retry {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
         }
     }
     response
+}
+
+/// What became of one delivered manifest.
+#[derive(Debug)]
+pub enum Handled {
+    /// Worked (or finished after a holder that died once its record was written).
+    Processed(ManifestRecord),
+    /// Its claim is COMPLETED: a redelivery, acknowledged without work.
+    AlreadyDone,
+    /// A live invocation holds its claim: to be retried later.
+    HeldByOther,
+}
+
+/// Claims the manifest, works it, enqueues its continuation, and completes the claim. Idempotent:
+/// a redelivered manifest is acknowledged unworked once completed, and even without the claim the
+/// ledger counts a manifest once.
+pub async fn handle_manifest(
+    m: &Manifest,
+    deps: &WorkerDeps,
+    stop: Option<&StopTimes>,
+) -> anyhow::Result<Handled> {
+    let unit = m.unit_id();
+    let holder = claims::new_holder();
+    let now = now_ms();
+    let expires = stop.map_or(now + claims::DEFAULT_CLAIM_SECS * 1000, |t| t.deadline_ms);
+    match deps
+        .claims
+        .claim(&m.job_id, &unit, &holder, expires, now)
+        .await?
+    {
+        ClaimOutcome::Completed => {
+            info!(job_id = %m.job_id, unit, "manifest already completed (redelivery); acknowledged without work");
+            return Ok(Handled::AlreadyDone);
+        }
+        ClaimOutcome::HeldByOther { .. } => return Ok(Handled::HeldByOther),
+        ClaimOutcome::Acquired { taken_over } => {
+            if taken_over {
+                warn!(job_id = %m.job_id, unit, "took over the expired claim of an invocation that died");
+            }
+        }
+    }
+    let worked = async {
+        // A holder that died after recording the manifest left only the continuation and the
+        // claim to finish: redoing the work could cut the range elsewhere.
+        let record = match deps.ledger.manifest(&m.job_id, m.seq, m.part).await? {
+            Some(recorded) => {
+                if let Some(at) = recorded.continued_at {
+                    enqueue_continuation(m, at, deps).await?;
+                }
+                finish_job_if_last(m, deps).await?;
+                recorded
+            }
+            None => {
+                // A job stopped by its failure tolerance makes no more calls.
+                let stopped = deps.ledger.get_job(&m.job_id).await?.and_then(|j| j.error);
+                process_manifest(m, deps, stop, stopped.as_deref()).await?
+            }
+        };
+        deps.claims.complete(&m.job_id, &unit).await?;
+        anyhow::Ok(record)
+    }
+    .await;
+    match worked {
+        Ok(record) => Ok(Handled::Processed(record)),
+        Err(e) => {
+            // Let the retry start at once rather than after the claim's expiry.
+            if let Err(release) = deps.claims.release(&m.job_id, &unit, &holder).await {
+                warn!(job_id = %m.job_id, unit, error = format!("{release:#}"), "could not release the claim; it will expire");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sends the continuation of `m` from `at`. Sending it twice (a redelivered parent) is harmless:
+/// both copies are the same unit, and its claim lets one of them work.
+async fn enqueue_continuation(m: &Manifest, at: u64, deps: &WorkerDeps) -> anyhow::Result<()> {
+    let next = continuation::continuation(m, at);
+    info!(job_id = %m.job_id, unit = next.unit_id(), from = at, to = next.range.end, "continuation enqueued");
+    deps.queue
+        .send_batch(vec![("0".into(), serde_json::to_string(&next)?)])
+        .await
+}
+
+/// The outcome of a record not sent because its job was stopped.
+fn not_attempted(reason: &str) -> crate::ports::CallOutcome {
+    crate::ports::CallOutcome {
+        status: None,
+        body: bytes::Bytes::new(),
+        body_truncated: false,
+        latency: std::time::Duration::ZERO,
+        attempts: 0,
+        error: Some(reason.to_string()),
+    }
+}
+
+/// Stops the job if its counts, with this manifest's, are past the pipeline's failure tolerance.
+async fn judge_tolerance(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()> {
+    let limits = &m.config.job;
+    if limits.tolerated_failure_count.is_none() && limits.tolerated_failure_percent.is_none() {
+        return Ok(());
+    }
+    let Some(job) = deps.ledger.get_job(&m.job_id).await? else {
+        return Ok(());
+    };
+    if job.error.is_none()
+        && let Some(reason) = crate::tolerance::exceeded(limits, &job.counts)
+        && deps.ledger.stop_job(&m.job_id, &reason).await?
+    {
+        warn!(job_id = %m.job_id, reason, "job stopped; its remaining records will not be sent");
+    }
+    Ok(())
+}
+
+/// Writes the summary if this manifest was the job's last one to be recorded.
+async fn finish_job_if_last(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()> {
+    if deps.ledger.claim_completion(&m.job_id, now_ms()).await? {
+        summary::write_summary(
+            &m.job_id,
+            &m.bucket,
+            deps.store.as_ref(),
+            deps.ledger.as_ref(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A record on its way to the API.
@@ -78,34 +272,67 @@ struct Pending {
 #[derive(Default)]
 struct ReadTally {
     rejected: Vec<(u64, RejectedLine)>,
-    blank_lines: u64,
+    /// Offsets of blank lines (kept, so that a cut can tell which ones its prefix holds).
+    blank_lines: Vec<u64>,
     bytes_read: u64,
+    /// Offsets of the records handed to the callers.
+    sent: Vec<u64>,
+    /// The first record not dispatched, when reading stopped before the range's end.
+    stopped_at: Option<u64>,
 }
 
-/// Processes one manifest end to end. Idempotent: output keys are deterministic and the ledger
-/// counts a manifest once, so a redelivered manifest overwrites its files and adds nothing.
-pub async fn process_manifest(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<ManifestRecord> {
+/// Processes one manifest end to end, or with `stop`, as much of it as the deadline allows and a
+/// continuation for the rest. Idempotent: output keys are deterministic and the ledger counts a
+/// manifest once, so a redelivered manifest overwrites its files and adds nothing.
+///
+/// With `drain` (the job was stopped, see [`crate::tolerance`]) no call is made: every record that
+/// would have been sent goes to `failed/` with `drain` as its error, not attempted.
+pub async fn process_manifest(
+    m: &Manifest,
+    deps: &WorkerDeps,
+    stop: Option<&StopTimes>,
+    drain: Option<&str>,
+) -> anyhow::Result<ManifestRecord> {
     let started = Instant::now();
     let (parser, renderer) = compile(&m.config, m.header.as_deref(), &m.config_source)?;
     let policy = &m.config.client;
     let (tx, rx) = mpsc::channel::<Pending>(policy.concurrency * 2);
 
-    let reading = read_records(m, deps.store.as_ref(), parser, &renderer, tx);
+    let reading = read_records(m, deps.store.as_ref(), parser, &renderer, tx, stop);
     let calling = async {
         let api = deps.api.as_ref();
         let pending =
             futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
         let calls = pending
             .map(|p| async move {
-                let outcome = api.call(&p.request, policy).await;
+                let outcome = match drain {
+                    None => api.call(&p.request, policy).await,
+                    Some(reason) => not_attempted(reason),
+                };
                 (p, outcome)
             })
             .buffer_unordered(policy.concurrency);
         let mut calls = std::pin::pin!(calls);
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         let mut histogram = latency::new_histogram();
-        while let Some((p, outcome)) = calls.next().await {
-            histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
+        let hard = async {
+            match stop {
+                Some(t) => t.hard_reached().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut hard = std::pin::pin!(hard);
+        loop {
+            // At the hard stop the calls still in flight are abandoned (dropping `calls` drops
+            // them and the queue, which stops the reader).
+            let next = tokio::select! {
+                next = calls.next() => next,
+                () = &mut hard => break,
+            };
+            let Some((p, outcome)) = next else { break };
+            if outcome.attempts > 0 {
+                histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
+            }
             if outcome.succeeded() {
                 ok.push((p.offset, ResultLine::new(p.offset, &outcome)));
             } else {
@@ -114,15 +341,43 @@ pub async fn process_manifest(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result
         }
         (ok, failed, histogram)
     };
-    let (tally, (ok, failed, histogram)) = tokio::join!(reading, calling);
-    let tally = tally?;
+    let (tally, (mut ok, mut failed, histogram)) = tokio::join!(reading, calling);
+    let mut tally = tally?;
+
+    // Everything before the first unfinished record is this part; the rest is the continuation's.
+    let finished: HashSet<u64> = ok
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(failed.iter().map(|(o, _)| *o))
+        .collect();
+    let unfinished = tally.sent.iter().filter(|o| !finished.contains(o)).copied();
+    let cut = continuation::cut(unfinished, tally.stopped_at);
+    if let Some(cut) = cut {
+        ok.retain(|(o, _)| *o < cut);
+        failed.retain(|(o, _)| *o < cut);
+        tally.rejected.retain(|(o, _)| *o < cut);
+        tally.blank_lines.retain(|o| *o < cut);
+        if ok.is_empty()
+            && failed.is_empty()
+            && tally.rejected.is_empty()
+            && tally.blank_lines.is_empty()
+        {
+            // A continuation of the whole range would make no progress: let SQS retry it (and
+            // after maxReceiveCount, keep it in the DLQ), so nothing is lost and nothing loops.
+            anyhow::bail!(
+                "no record of {} finished before the invocation's deadline (first unfinished at offset {cut})",
+                m.unit_id()
+            );
+        }
+        info!(job_id = %m.job_id, unit = m.unit_id(), cut, end = m.range.end, "deadline: done prefix flushed, rest continued");
+    }
 
     let counts = Counts {
         records: (ok.len() + failed.len() + tally.rejected.len()) as u64,
         succeeded: ok.len() as u64,
         failed: failed.len() as u64,
         rejected: tally.rejected.len() as u64,
-        blank_lines: tally.blank_lines,
+        blank_lines: tally.blank_lines.len() as u64,
         bytes_read: tally.bytes_read,
     };
     let statuses = crate::metrics::StatusTally::of(
@@ -131,42 +386,52 @@ pub async fn process_manifest(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result
             .chain(failed.iter().map(|(_, f)| f.status)),
     );
     let store = deps.store.as_ref();
+    let unit = m.unit_id();
     let (results_key, failed_key, rejected_key) = (
-        keys::results(&m.job_id, m.seq),
-        keys::failed(&m.job_id, m.seq),
-        keys::rejected(&m.job_id, m.seq),
+        keys::results_unit(&m.job_id, &unit),
+        keys::failed_unit(&m.job_id, &unit),
+        keys::rejected_unit(&m.job_id, &unit),
     );
     futures::try_join!(
         write_or_delete(store, &m.bucket, &results_key, to_jsonl(ok)),
         write_or_delete(store, &m.bucket, &failed_key, to_jsonl(failed)),
         write_or_delete(store, &m.bucket, &rejected_key, to_jsonl(tally.rejected)),
     )?;
-    let record = ManifestRecord {
+    let mut record = ManifestRecord {
         job_id: m.job_id.clone(),
         seq: m.seq,
+        part: m.part,
+        continued_at: cut,
         counts,
         duration_ms: started.elapsed().as_millis() as u64,
         latency_histogram: latency::encode(&histogram),
     };
     let newly_recorded = deps.ledger.record_manifest(&record).await?;
     if !newly_recorded {
-        warn!(job_id = %m.job_id, seq = m.seq, "manifest was already recorded (redelivery); output rewritten, counts unchanged");
+        warn!(job_id = %m.job_id, unit, "manifest was already recorded (redelivery); output rewritten, counts unchanged");
+        // The recorded cut is the one the job's total counts on.
+        if let Some(recorded) = deps.ledger.manifest(&m.job_id, m.seq, m.part).await? {
+            if recorded.continued_at != record.continued_at {
+                // Only two live invocations on one unit get here (the claim excludes that unless
+                // clocks disagree by more than the flush margin): the part files just written
+                // cover a different prefix than the ledger counts. Say so loudly.
+                error!(job_id = %m.job_id, unit, recorded = ?recorded.continued_at, ours = ?record.continued_at,
+                    "unit worked twice concurrently with different cuts: its output parts disagree with the ledger");
+            }
+            record = recorded;
+        }
     }
     if let Some(metrics) = &deps.metrics {
         metrics
             .publish(&m.pipeline, &record, newly_recorded, &histogram, statuses)
             .await;
     }
-    info!(job_id = %m.job_id, seq = m.seq, ?counts, ms = record.duration_ms, "manifest done");
-    if deps.ledger.claim_completion(&m.job_id, now_ms()).await? {
-        summary::write_summary(
-            &m.job_id,
-            &m.bucket,
-            deps.store.as_ref(),
-            deps.ledger.as_ref(),
-        )
-        .await?;
+    if let Some(at) = record.continued_at {
+        enqueue_continuation(m, at, deps).await?;
     }
+    judge_tolerance(m, deps).await?;
+    info!(job_id = %m.job_id, unit, ?counts, ms = record.duration_ms, "manifest done");
+    finish_job_if_last(m, deps).await?;
     Ok(record)
 }
 
@@ -192,6 +457,7 @@ async fn read_records(
     mut parser: RecordParser,
     renderer: &RequestRenderer,
     tx: mpsc::Sender<Pending>,
+    stop: Option<&StopTimes>,
 ) -> anyhow::Result<ReadTally> {
     let max = m.config.input.max_record_bytes;
     let mut framer = RecordFramer::new(m.range, m.data_start, max);
@@ -210,16 +476,36 @@ async fn read_records(
                 ByteRange::new(from, to),
             )
             .await?;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let hard = async {
+                match stop {
+                    Some(t) => t.hard_reached().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                () = hard => anyhow::bail!(
+                    "s3://{}/{}: read stalled past the invocation's deadline",
+                    m.bucket,
+                    m.key
+                ),
+            };
+            let Some(chunk) = chunk else { break };
             let chunk = chunk?;
             tally.bytes_read += chunk.len() as u64;
             let done = framer.push(&chunk, &mut frames);
             for frame in frames.drain(..) {
-                dispatch(frame, m, &mut parser, renderer, &tx, &mut tally).await?;
+                if tally.stopped_at.is_none() {
+                    dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+                }
             }
-            if done {
+            if done || tally.stopped_at.is_some() {
                 break;
             }
+        }
+        if tally.stopped_at.is_some() {
+            return Ok(tally);
         }
         if framer.position() == from {
             anyhow::bail!(
@@ -233,7 +519,9 @@ async fn read_records(
     }
     framer.finish(&mut frames);
     for frame in frames.drain(..) {
-        dispatch(frame, m, &mut parser, renderer, &tx, &mut tally).await?;
+        if tally.stopped_at.is_none() {
+            dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+        }
     }
     Ok(tally)
 }
@@ -245,13 +533,16 @@ async fn dispatch(
     renderer: &RequestRenderer,
     tx: &mpsc::Sender<Pending>,
     tally: &mut ReadTally,
+    stop: Option<&StopTimes>,
 ) -> anyhow::Result<()> {
+    // Past the soft stop no record is taken: this one starts the continuation.
+    if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
+        tally.stopped_at = Some(frame.offset());
+        return Ok(());
+    }
     let (offset, raw) = match frame {
         Frame::Oversized { offset, len } => {
-            let reason = format!(
-                "record of {len} bytes exceeds input.max_record_bytes ({})",
-                m.config.input.max_record_bytes
-            );
+            let reason = crate::check::oversized(len, m.config.input.max_record_bytes);
             tally.rejected.push((
                 offset,
                 RejectedLine {
@@ -265,23 +556,28 @@ async fn dispatch(
         }
         Frame::Record { offset, bytes } => (offset, bytes),
     };
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        tally.blank_lines += 1;
-        return Ok(());
-    }
-    let rendered = parser
-        .parse(&raw)
-        .and_then(|values| renderer.render(&values, &m.job_id, offset));
-    match rendered {
-        Ok(request) => tx
-            .send(Pending {
-                offset,
-                raw,
-                request,
-            })
-            .await
-            .map_err(|_| anyhow::anyhow!("the API callers stopped early")),
-        Err(reason) => {
+    match crate::check::judge(&raw, parser, renderer, &m.job_id, offset) {
+        Verdict::Blank => {
+            tally.blank_lines.push(offset);
+            Ok(())
+        }
+        Verdict::Send(request) => {
+            let sent = tx
+                .send(Pending {
+                    offset,
+                    raw,
+                    request,
+                })
+                .await;
+            match sent {
+                Ok(()) => tally.sent.push(offset),
+                // The callers stop early only at the hard stop: this record is unfinished.
+                Err(_) if stop.is_some() => tally.stopped_at = Some(offset),
+                Err(_) => anyhow::bail!("the API callers stopped early"),
+            }
+            Ok(())
+        }
+        Verdict::Reject(reason) => {
             let record = Some(String::from_utf8_lossy(&raw).into_owned());
             tally.rejected.push((
                 offset,
@@ -296,3 +592,7 @@ async fn dispatch(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

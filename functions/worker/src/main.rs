@@ -2,7 +2,7 @@
 //! failed manifests return to the queue. All logic is in `fanout::worker`.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use fanout::worker::handle_sqs_event;
+use fanout::worker::handle_sqs_batch;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
@@ -13,7 +13,14 @@ async fn main() -> Result<(), Error> {
     let deps = fanout::aws::worker_deps_from_env(&config)?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deps = &deps;
-        async move { Ok::<SqsBatchResponse, Error>(handle_sqs_event(event.payload, deps).await) }
+        // The deadline lets the worker stop in time to flush what it has done and continue the
+        // rest, instead of being killed with nothing written.
+        let deadline_ms = event.context.deadline;
+        async move {
+            Ok::<SqsBatchResponse, Error>(
+                handle_sqs_batch(event.payload, deps, Some(deadline_ms)).await,
+            )
+        }
     }))
     .await
 }

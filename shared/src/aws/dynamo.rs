@@ -12,7 +12,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
+use crate::claims::{ClaimOutcome, ManifestClaims};
 use crate::ledger::{Counts, CreateOutcome, JobRecord, JobStatus, ManifestRecord};
+use crate::manifest::keys;
 use crate::ports::JobLedger;
 
 /// Ledger items expire 90 days after they are written (the table's TTL attribute).
@@ -64,6 +66,28 @@ fn get_n(item: &Item, name: &str) -> u64 {
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or_default()
+}
+
+fn manifest_sk(seq: u32, part: u32) -> AttributeValue {
+    s(format!("M#{}", keys::unit(seq, part)))
+}
+
+fn manifest_from_item(job_id: &str, item: &Item) -> ManifestRecord {
+    ManifestRecord {
+        job_id: job_id.into(),
+        seq: get_n(item, "seq") as u32,
+        part: get_n(item, "part") as u32,
+        continued_at: item
+            .contains_key("continued_at")
+            .then(|| get_n(item, "continued_at")),
+        counts: counts_of(item),
+        duration_ms: get_n(item, "duration_ms"),
+        latency_histogram: item
+            .get("latency_histogram")
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default(),
+    }
 }
 
 fn counts_of(item: &Item) -> Counts {
@@ -207,8 +231,9 @@ impl JobLedger for DynamoLedger {
     async fn record_manifest(&self, m: &ManifestRecord) -> anyhow::Result<bool> {
         let mut item: Item = HashMap::from([
             ("pk".into(), job_pk(&m.job_id)),
-            ("sk".into(), s(format!("M#{:06}", m.seq))),
+            ("sk".into(), manifest_sk(m.seq, m.part)),
             ("seq".into(), n(m.seq)),
+            ("part".into(), n(m.part)),
             ("duration_ms".into(), n(m.duration_ms)),
             (
                 "latency_histogram".into(),
@@ -218,6 +243,12 @@ impl JobLedger for DynamoLedger {
         ]);
         let mut add = vec!["manifests_done :one".to_string()];
         let mut values: Item = HashMap::from([(":one".into(), n(1))]);
+        if let Some(at) = m.continued_at {
+            // The continuation joins the job's total in the write that records its parent, so no
+            // reader ever sees the parent done and the job complete without it.
+            item.insert("continued_at".into(), n(at));
+            add.push("manifests_total :one".to_string());
+        }
         for (name, value) in COUNT_FIELDS.iter().zip(counts_values(&m.counts)) {
             item.insert((*name).into(), n(value));
             add.push(format!("{name} :{name}"));
@@ -284,6 +315,52 @@ impl JobLedger for DynamoLedger {
             .map(drop)
     }
 
+    async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", s("JOB"))
+            .update_expression("SET #error = :reason")
+            .condition_expression(
+                "attribute_not_exists(#error) AND (#status = :splitting OR #status = :running)",
+            )
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":splitting", s(JobStatus::Splitting.as_str()))
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem job stop", e)),
+        }
+    }
+
+    async fn set_manifest_counts(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+        counts: &Counts,
+    ) -> anyhow::Result<()> {
+        self.set_counts(manifest_sk(seq, part), job_id, counts, "manifest")
+            .await
+    }
+
+    async fn set_job_counts(&self, job_id: &str, counts: &Counts) -> anyhow::Result<()> {
+        self.set_counts(s("JOB"), job_id, counts, "job").await
+    }
+
+    async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()> {
+        self.set_status_if(job_id, JobStatus::Failed, "#status = :completing", &[])
+            .await
+            .map(drop)
+    }
+
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>> {
         let pages: Vec<_> = self
             .client
@@ -301,22 +378,173 @@ impl JobLedger for DynamoLedger {
             .map_err(|e| ddb_err("Query manifests", e))?;
         Ok(pages
             .iter()
-            .map(|item| ManifestRecord {
-                job_id: job_id.into(),
-                seq: get_n(item, "seq") as u32,
-                counts: counts_of(item),
-                duration_ms: get_n(item, "duration_ms"),
-                latency_histogram: item
-                    .get("latency_histogram")
-                    .and_then(|v| v.as_b().ok())
-                    .map(|b| b.as_ref().to_vec())
-                    .unwrap_or_default(),
-            })
+            .map(|item| manifest_from_item(job_id, item))
             .collect())
+    }
+
+    async fn manifest(
+        &self,
+        job_id: &str,
+        seq: u32,
+        part: u32,
+    ) -> anyhow::Result<Option<ManifestRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", manifest_sk(seq, part))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ddb_err("GetItem manifest", e))?;
+        Ok(out.item().map(|item| manifest_from_item(job_id, item)))
+    }
+}
+
+/// Claims live next to the manifest records, as `sk = C#<unit>` (not `M#`, so that
+/// [`JobLedger::manifests`] does not see them).
+fn claim_sk(unit: &str) -> AttributeValue {
+    s(format!("C#{unit}"))
+}
+
+const IN_PROGRESS: &str = "IN_PROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+#[async_trait]
+impl ManifestClaims for DynamoLedger {
+    async fn claim(
+        &self,
+        job_id: &str,
+        unit: &str,
+        holder: &str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> anyhow::Result<ClaimOutcome> {
+        let item: Item = HashMap::from([
+            ("pk".into(), job_pk(job_id)),
+            ("sk".into(), claim_sk(unit)),
+            ("claim_status".into(), s(IN_PROGRESS)),
+            ("holder".into(), s(holder)),
+            ("claim_expires_ms".into(), n(expires_at_ms)),
+            ("expires_at".into(), expires_at()),
+        ]);
+        // Free, or in progress under a claim that has expired (its holder is gone), or ours.
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR (claim_status = :in_progress AND (claim_expires_ms < :now OR holder = :holder))",
+            )
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":holder", s(holder))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(out) => Ok(ClaimOutcome::Acquired {
+                taken_over: out
+                    .attributes()
+                    .is_some_and(|old| get_s(old, "holder").as_deref() != Some(holder)),
+            }),
+            Err(e) if is_condition_failure(&e) => {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", job_pk(job_id))
+                    .key("sk", claim_sk(unit))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| ddb_err("GetItem claim", e))?;
+                let Some(current) = out.item() else {
+                    // Released between the two calls: let the message come back and try again.
+                    return Ok(ClaimOutcome::HeldByOther { expires_at_ms: 0 });
+                };
+                Ok(match get_s(current, "claim_status").as_deref() {
+                    Some(COMPLETED) => ClaimOutcome::Completed,
+                    _ => ClaimOutcome::HeldByOther {
+                        expires_at_ms: get_n(current, "claim_expires_ms"),
+                    },
+                })
+            }
+            Err(e) => Err(ddb_err("PutItem claim", e)),
+        }
+    }
+
+    async fn complete(&self, job_id: &str, unit: &str) -> anyhow::Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", claim_sk(unit))
+            .update_expression("SET claim_status = :completed REMOVE holder, claim_expires_ms")
+            .expression_attribute_values(":completed", s(COMPLETED))
+            .send()
+            .await
+            .map_err(|e| ddb_err("UpdateItem claim → COMPLETED", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, job_id: &str, unit: &str, holder: &str) -> anyhow::Result<()> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", claim_sk(unit))
+            .condition_expression("claim_status = :in_progress AND holder = :holder")
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            // Taken over or completed by someone else meanwhile: theirs now.
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(ddb_err("DeleteItem claim", e)),
+        }
     }
 }
 
 impl DynamoLedger {
+    /// Sets the six count attributes of an existing item.
+    async fn set_counts(
+        &self,
+        sk: AttributeValue,
+        job_id: &str,
+        counts: &Counts,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", sk)
+            .update_expression(format!(
+                "SET {}",
+                COUNT_FIELDS
+                    .iter()
+                    .map(|f| format!("{f} = :{f}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .condition_expression("attribute_exists(pk)");
+        for (name, value) in COUNT_FIELDS.iter().zip(counts_values(counts)) {
+            update = update.expression_attribute_values(format!(":{name}"), n(value));
+        }
+        update
+            .send()
+            .await
+            .map_err(|e| ddb_err(&format!("UpdateItem {what} counts"), e))?;
+        Ok(())
+    }
+
     /// Sets the job's status (and extra attributes) under a condition; false when it did not hold.
     async fn set_status_if(
         &self,

@@ -1,7 +1,10 @@
 //! Circuit breaker: closed / open / half-open on the failure rate over a sliding window.
 //!
 //! - **Closed**: calls pass; each outcome is recorded in a time-bucketed window. Once the window
-//!   holds at least `min_calls` and `failure_rate` of them failed, the breaker opens.
+//!   holds at least `min_calls` and `failure_rate` of them failed, the breaker opens. It also
+//!   opens when the last `min_calls` outcomes all failed: after a sudden outage the window is
+//!   still full of the successes from before it, and the rate alone would take half a window
+//!   of failures (at full rate, every record burning its attempts) to cross `failure_rate`.
 //! - **Open**: calls fail fast with [`ClientError::BreakerOpen`] (saying when the next probe is
 //!   due) without taking a slot or a token, so an API that is down is not hammered by retries.
 //! - **Half-open**: once `open_for` has passed, one call goes through as a probe while the rest
@@ -36,6 +39,11 @@ use crate::config::ClientConfig;
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Buckets of the sliding window: old outcomes leave the window a bucket at a time.
 const BUCKETS: u64 = 10;
+/// What a call turned away while the probe is out is told to wait. Short, so that when the probe
+/// finds the API back the waiting calls follow within a moment instead of a whole open period
+/// later; if the probe fails, they come back to an open breaker and wait for its end. A turned
+/// away call costs no attempt, no token and no request, so coming back often is cheap.
+pub const PROBE_ANSWER_WAIT: Duration = Duration::from_millis(200);
 
 /// Where the open state is shared. Implementations only store; the breaker decides.
 #[async_trait]
@@ -123,6 +131,8 @@ struct Inner {
     /// calls still in flight when the breaker opened) are not counted against the new one.
     generation: u64,
     buckets: Vec<Bucket>,
+    /// Failures recorded since the last success (in this generation).
+    consecutive_failures: u32,
     last_sync: Option<Instant>,
 }
 
@@ -222,6 +232,7 @@ impl Breaker {
                 state: State::Closed,
                 generation: 0,
                 buckets: vec![Bucket::default(); BUCKETS as usize],
+                consecutive_failures: 0,
                 last_sync: None,
             }),
         })
@@ -279,7 +290,10 @@ impl Breaker {
         let mut inner = self.lock();
         let later = match inner.state {
             State::Open { until: mine } => until > mine,
-            State::Closed | State::HalfOpen { .. } => true,
+            // A probe is out: its answer is fresher than what the store says, and a state
+            // change now would discard it (another generation) and so cost a second probe.
+            State::HalfOpen { probing: true } => false,
+            State::Closed | State::HalfOpen { probing: false } => true,
         };
         if later {
             info!(
@@ -309,8 +323,7 @@ impl Breaker {
                     probe: true,
                 })
             }
-            // The probe's answer will be in well before another open period has passed.
-            State::HalfOpen { probing: true } => Err(self.settings.open_for),
+            State::HalfOpen { probing: true } => Err(PROBE_ANSWER_WAIT),
         }
     }
 
@@ -324,6 +337,7 @@ impl Breaker {
             let until = now + self.settings.open_for;
             inner.state = State::Open { until };
             inner.generation += 1;
+            inner.consecutive_failures = 0;
             ClientCounters::bump(&self.counters.breaker_opened);
             Publish::Open(until)
         };
@@ -333,6 +347,7 @@ impl Breaker {
                     inner.state = State::Closed;
                     inner.generation += 1;
                     inner.buckets.fill(Bucket::default());
+                    inner.consecutive_failures = 0;
                     info!("circuit breaker closed: probe succeeded");
                     Publish::Closed
                 }
@@ -361,6 +376,17 @@ impl Breaker {
         }
         bucket.calls += 1;
         bucket.failures += u32::from(verdict == Verdict::Failure);
+        inner.consecutive_failures = match verdict {
+            Verdict::Failure => inner.consecutive_failures + 1,
+            _ => 0,
+        };
+        if inner.consecutive_failures >= self.settings.min_calls {
+            warn!(
+                failures = inner.consecutive_failures,
+                "circuit breaker opened: consecutive failures"
+            );
+            return open(&mut inner);
+        }
         let (calls, failures) = inner
             .buckets
             .iter()
@@ -515,6 +541,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn min_calls_failures_in_a_row_open_it_despite_a_window_of_successes() {
+        let (breaker, _) = breaker();
+        let healthy = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![status(200)]));
+        for _ in 0..100 {
+            send(&healthy).await.unwrap();
+        }
+        let down = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![status(503)]));
+        // 3 failures, a success, 3 failures: never 4 in a row, and 6 of 107 is a low rate.
+        let mixed = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![
+            status(503),
+            status(503),
+            status(503),
+            status(200),
+        ]));
+        for _ in 0..4 {
+            send(&mixed).await.unwrap();
+        }
+        for _ in 0..3 {
+            send(&down).await.unwrap();
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+
+        // The 4th in a row (min_calls) opens it, with 7 of 108 calls failed in the window.
+        send(&down).await.unwrap();
+
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_low_failure_rate_and_429s_keep_it_closed() {
         let (breaker, _) = breaker();
         let inner = Scripted::new(vec![
@@ -583,11 +638,13 @@ mod tests {
         let probe = tokio::spawn(svc.clone().oneshot(call()));
         tokio::task::yield_now().await;
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        // While the probe is out, other calls are still turned away.
-        assert!(matches!(
+        // While the probe is out, other calls are still turned away, told to come back soon.
+        assert_eq!(
             send(&svc).await,
-            Err(ClientError::BreakerOpen { .. })
-        ));
+            Err(ClientError::BreakerOpen {
+                retry_in: PROBE_ANSWER_WAIT
+            })
+        );
 
         assert_eq!(probe.await.unwrap().unwrap().status, 200);
         assert_eq!(breaker.state(), BreakerState::Closed);
@@ -636,6 +693,38 @@ mod tests {
         assert_eq!(send(&svc).await.unwrap().status, 200);
         assert_eq!(inner.calls(), 2);
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fleet_state_does_not_discard_a_probe_in_flight() {
+        let store: Arc<dyn BreakerStateStore> = Arc::new(InMemoryBreakerStore::default());
+        let (a, _) = breaker_with(store.clone());
+        let (b, b_counters) = breaker_with(store.clone());
+        trip(&b).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let b_svc = BreakerLayer::new(b.clone()).layer(Scripted::delayed(vec![(
+            Duration::from_secs(2),
+            status(503),
+        )]));
+        let probe = tokio::spawn(b_svc.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+
+        // Meanwhile another container opens; b's next call reads that from the store.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        trip(&a).await;
+        tokio::time::advance(SYNC_INTERVAL).await;
+        assert_eq!(
+            send(&b_svc).await,
+            Err(ClientError::BreakerOpen {
+                retry_in: PROBE_ANSWER_WAIT
+            })
+        );
+
+        // b's failed probe still counts: b reopens on its own evidence, for a full period.
+        probe.await.unwrap().unwrap();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b_counters.breaker_opened.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,8 @@
 //! Retry: a [`tower::retry::Policy`] for [`tower::retry::Retry`].
 //!
-//! Only what a later attempt can fix is retried: connect errors, timeouts, 429 and 502/503/504.
+//! Only what a later attempt can fix is retried: connect errors, timeouts, 429 and 502/503/504,
+//! and a rate-limit token that could not be leased (the fleet's DynamoDB table throttled or out
+//! of reach for a moment: no request went out, and a record must not fail for it).
 //! The wait is the Retry-After the API asked for (capped, plus a little jitter so a fleet told
 //! "1 s" does not come back in lockstep), or else full-jitter exponential backoff. Three things
 //! bound retries:
@@ -135,7 +137,9 @@ impl Policy<ApiCall, ApiResponse, ClientError> for RetryPolicy {
                 return Self::sleep_within(call.deadline, wait);
             }
             Ok(r) if is_retryable_status(r.status) => r.retry_after,
-            Err(ClientError::Connect(_) | ClientError::Timeout { .. }) => None,
+            Err(
+                ClientError::Connect(_) | ClientError::Timeout { .. } | ClientError::RateLimit(_),
+            ) => None,
             _ => return None,
         };
         self.attempts += 1;
@@ -207,10 +211,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_failures_until_success() {
-        let (policy, counters) = policy(5);
+        let (policy, counters) = policy(6);
         let inner = Scripted::new(vec![
             Err(ClientError::Connect("refused".into())),
             Err(ClientError::Timeout { after: None }),
+            Err(ClientError::RateLimit("lease write throttled".into())),
             status(502),
             status(503),
             status(200),
@@ -220,8 +225,8 @@ mod tests {
         let result = svc.oneshot(call()).await.unwrap();
 
         assert_eq!(result.status, 200);
-        assert_eq!(inner.calls(), 5);
-        assert_eq!(counters.retries.load(Ordering::Relaxed), 4);
+        assert_eq!(inner.calls(), 6);
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test(start_paused = true)]
@@ -234,7 +239,7 @@ mod tests {
             status(501),
             Err(ClientError::Transport("reset".into())),
             Err(ClientError::InvalidRequest("bad url".into())),
-            Err(ClientError::RateLimit("no table".into())),
+            Err(ClientError::Credentials("no token".into())),
         ] {
             let (policy, counters) = policy(5);
             let inner = Scripted::new(vec![answer.clone()]);

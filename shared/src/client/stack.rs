@@ -70,6 +70,11 @@ type Innermost = Arc<dyn Fn(&ClientConfig) -> ApiService + Send + Sync>;
 /// Gives the token source for a config's stack: e.g. the fleet-wide limit that config names.
 pub type TokenSourceFactory = Arc<dyn Fn(&ClientConfig) -> Arc<dyn TokenSource> + Send + Sync>;
 
+/// Gives the breaker store for a config's stack: e.g. the shared state of the API that config
+/// calls.
+pub type BreakerStoreFactory =
+    Arc<dyn Fn(&ClientConfig) -> Arc<dyn BreakerStateStore> + Send + Sync>;
+
 /// What a container's stacks share. Anything left unset gets a per-config default: a
 /// [`LocalTokenBucket`] from the config's rate, an [`InMemoryBreakerStore`], no credential.
 #[derive(Clone, Default)]
@@ -77,7 +82,7 @@ pub struct ClientStackBuilder {
     counters: Arc<ClientCounters>,
     deadline: DeadlineHandle,
     tokens: Option<TokenSourceFactory>,
-    breaker_store: Option<Arc<dyn BreakerStateStore>>,
+    breaker_stores: Option<BreakerStoreFactory>,
     credentials: Option<Arc<dyn CredentialSource>>,
 }
 
@@ -87,7 +92,7 @@ impl fmt::Debug for ClientStackBuilder {
             .field("counters", &self.counters)
             .field("deadline", &self.deadline)
             .field("token_source", &self.tokens.is_some())
-            .field("breaker_store", &self.breaker_store.is_some())
+            .field("breaker_store", &self.breaker_stores.is_some())
             .field("credentials", &self.credentials.is_some())
             .finish()
     }
@@ -112,9 +117,15 @@ impl ClientStackBuilder {
         self.tokens = Some(factory);
         self
     }
-    /// E.g. the DynamoDB store that shares the open state across containers.
+    /// One store for every config's breaker (tests, a single API).
     pub fn breaker_store(mut self, store: Arc<dyn BreakerStateStore>) -> Self {
-        self.breaker_store = Some(store);
+        self.breaker_stores = Some(Arc::new(move |_: &ClientConfig| store.clone()));
+        self
+    }
+    /// A store per config, e.g. the DynamoDB item that shares the open state of the API the
+    /// config calls across containers.
+    pub fn breaker_stores(mut self, factory: BreakerStoreFactory) -> Self {
+        self.breaker_stores = Some(factory);
         self
     }
     pub fn credentials(mut self, credentials: Arc<dyn CredentialSource>) -> Self {
@@ -161,10 +172,10 @@ impl ClientStackBuilder {
             Some(factory) => factory(config),
             None => Arc::new(LocalTokenBucket::from_config(config)),
         };
-        let store = self
-            .breaker_store
-            .clone()
-            .unwrap_or_else(|| Arc::new(InMemoryBreakerStore::default()));
+        let store = match &self.breaker_stores {
+            Some(factory) => factory(config),
+            None => Arc::new(InMemoryBreakerStore::default()),
+        };
         let retry = RetryPolicy::new(
             RetrySettings::from_config(config),
             Arc::new(budget_from_config(config)),
