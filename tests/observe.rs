@@ -106,6 +106,29 @@ async fn published_metrics_add_up_to_the_summary() {
         n("manifests")
     );
     assert!(total(metrics::TOKENS_LEASED, "Sum").await >= sent);
+    assert_eq!(total(metrics::JOBS_FAILED, "Sum").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_fails_at_split_time_is_counted_once() {
+    let ts = stack("jobs_failed").await;
+    let pipeline = "broken";
+    // The placeholder names no CSV column: the splitter fails the job before enqueueing anything.
+    let yaml = "input: {format: csv}\nrequest: {url: 'http://127.0.0.1:9/items/{identifier}'}\n";
+    let event = ts.upload(pipeline, yaml, "in.csv", &csv(20)).await;
+    let job = ts.run(event.clone(), 1).await.job.expect("a job");
+    assert_eq!(job.status, fanout::ledger::JobStatus::Failed);
+    assert_eq!(
+        metric_total(&ts, pipeline, metrics::JOBS_FAILED, "Sum").await,
+        1.0
+    );
+    // The same S3 event again (at-least-once delivery) is the same job: not counted twice.
+    let again = ts.run(event, 1).await;
+    assert_eq!(again.job.map(|j| j.job_id), Some(job.job_id));
+    assert_eq!(
+        metric_total(&ts, pipeline, metrics::JOBS_FAILED, "Sum").await,
+        1.0
+    );
 }
 
 // ------------------------------------------------------------------------------ status, report

@@ -187,7 +187,12 @@ pub async fn ensure_stack(
 }
 
 pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterDeps {
-    crate::aws::splitter_deps(config, &stack.queue_url, &stack.names.table)
+    let mut deps = crate::aws::splitter_deps(config, &stack.queue_url, &stack.names.table);
+    // As for the workers (see worker_deps): moto's query without dimensions already sums them.
+    deps.metrics = deps
+        .metrics
+        .map(|m| m.with_dimension_sets(crate::metrics::DimensionSets::PipelineOnly));
+    deps
 }
 
 /// Fresh clients for one simulated worker container of a fleet of `fleet_size`. Like a real

@@ -268,13 +268,28 @@ pub fn manifest_datums(m: &ManifestMetrics<'_>, sets: DimensionSets) -> Vec<Datu
         ));
     }
 
-    let mut dimension_sets = vec![vec![(DIMENSION_PIPELINE, m.pipeline.to_string())]];
+    expand(m.pipeline, sets, &series)
+}
+
+/// A job that ended FAILED (a config the splitter refused, or a failure tolerance exceeded):
+/// one `JobsFailed` count, which the job-failed alarm watches.
+pub fn job_failed_datums(pipeline: &str, sets: DimensionSets) -> Vec<Datum> {
+    expand(
+        pipeline,
+        sets,
+        &[(JOBS_FAILED, Unit::Count, vec![(1.0, 1.0)])],
+    )
+}
+
+/// Every series as datums of each dimension set, values cut to the per-datum limit.
+fn expand(pipeline: &str, sets: DimensionSets, series: &[Series]) -> Vec<Datum> {
+    let mut dimension_sets = vec![vec![(DIMENSION_PIPELINE, pipeline.to_string())]];
     if sets == DimensionSets::PipelineAndAggregate {
         dimension_sets.push(Vec::new());
     }
     let mut datums = Vec::new();
     for dimensions in &dimension_sets {
-        for (name, unit, pairs) in &series {
+        for (name, unit, pairs) in series {
             for chunk in pairs.chunks(MAX_VALUES_PER_DATUM) {
                 datums.push(Datum {
                     name,
@@ -287,6 +302,37 @@ pub fn manifest_datums(m: &ManifestMetrics<'_>, sets: DimensionSets) -> Vec<Datu
         }
     }
     datums
+}
+
+/// Publishes job-level metrics (today: a job that failed), from the splitter or a worker.
+#[derive(Clone)]
+pub struct JobMetrics {
+    sink: std::sync::Arc<dyn MetricsSink>,
+    sets: DimensionSets,
+}
+
+impl JobMetrics {
+    pub fn new(sink: std::sync::Arc<dyn MetricsSink>, sets: DimensionSets) -> Self {
+        Self { sink, sets }
+    }
+
+    /// The same publisher with other dimension sets.
+    pub fn with_dimension_sets(&self, sets: DimensionSets) -> Self {
+        Self::new(self.sink.clone(), sets)
+    }
+
+    /// Counts a job that just became FAILED. Never fails the caller: the job's status is in the
+    /// ledger whatever happens here; a publishing error is logged.
+    pub async fn job_failed(&self, job_id: &str, pipeline: &str) {
+        let datums = job_failed_datums(pipeline, self.sets);
+        if let Err(e) = self.sink.publish(NAMESPACE, &datums).await {
+            tracing::warn!(
+                job_id,
+                error = format!("{e:#}"),
+                "publishing JobsFailed failed"
+            );
+        }
+    }
 }
 
 /// Datums cut into PutMetricData calls: at most [`MAX_DATUMS_PER_CALL`] datums and
@@ -337,6 +383,11 @@ impl WorkerMetrics {
             limits,
             published: Mutex::default(),
         }
+    }
+
+    /// Job-level metrics through the same sink and dimension sets.
+    pub fn jobs(&self) -> JobMetrics {
+        JobMetrics::new(self.sink.clone(), self.sets)
     }
 
     /// The same metrics published with other dimension sets.
@@ -460,6 +511,7 @@ mod tests {
         let datums = manifest_datums(&m, DimensionSets::PipelineAndAggregate);
         // Every metric the worker emits, per pipeline and as the aggregate.
         let names: std::collections::BTreeSet<&str> = datums.iter().map(|d| d.name).collect();
+        // JobsFailed is the job's, not a manifest's: job_failed_datums emits it.
         let expected: std::collections::BTreeSet<&str> =
             ALL.iter().copied().filter(|n| *n != JOBS_FAILED).collect();
         assert_eq!(names, expected);
@@ -658,5 +710,26 @@ mod tests {
     fn status_classes() {
         let t = StatusTally::of([Some(201), Some(404), Some(429), Some(500), None, Some(302)]);
         assert_eq!((t.status_2xx, t.status_4xx, t.status_5xx), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_failed_job_is_one_count_per_pipeline_and_in_the_aggregate() {
+        let datums = job_failed_datums("orders", DimensionSets::PipelineAndAggregate);
+        assert_eq!(datums.len(), 2);
+        for d in &datums {
+            assert_eq!((d.name, d.unit), (JOBS_FAILED, Unit::Count));
+            assert_eq!(
+                (d.values.as_slice(), d.counts.as_slice()),
+                (&[1.0][..], &[1.0][..])
+            );
+        }
+        assert_eq!(
+            datums[0].dimensions,
+            vec![(DIMENSION_PIPELINE, "orders".to_string())]
+        );
+        assert!(datums[1].dimensions.is_empty());
+        let local = job_failed_datums("orders", DimensionSets::PipelineOnly);
+        assert_eq!(local.len(), 1);
+        assert_eq!(local[0].dimensions.len(), 1);
     }
 }

@@ -23,6 +23,8 @@ pub struct SplitterDeps {
     pub store: Arc<dyn ObjectStore>,
     pub queue: Arc<dyn ManifestQueue>,
     pub ledger: Arc<dyn JobLedger>,
+    /// Where a job that fails at split time is counted (None: not published, e.g. unit tests).
+    pub metrics: Option<crate::metrics::JobMetrics>,
 }
 
 /// What the splitter did with one S3 record.
@@ -146,6 +148,9 @@ pub async fn split_object(
                     });
                 }
                 deps.ledger.fail_job(&job_id, &error).await?;
+            }
+            if let Some(metrics) = &deps.metrics {
+                metrics.job_failed(&job_id, pipeline).await;
             }
             return Ok(SplitOutcome::Failed { job_id, error });
         }

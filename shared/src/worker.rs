@@ -243,6 +243,9 @@ async fn judge_tolerance(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()> 
         && deps.ledger.stop_job(&m.job_id, &reason).await?
     {
         warn!(job_id = %m.job_id, reason, "job stopped; its remaining records will not be sent");
+        if let Some(metrics) = &deps.metrics {
+            metrics.jobs().job_failed(&m.job_id, &m.pipeline).await;
+        }
     }
     Ok(())
 }

@@ -59,6 +59,12 @@ pub fn splitter_deps(
             aws_sdk_dynamodb::Client::new(config),
             table,
         )),
+        metrics: Some(crate::metrics::JobMetrics::new(
+            Arc::new(cloudwatch::CloudWatchSink::new(
+                aws_sdk_cloudwatch::Client::new(config),
+            )),
+            crate::metrics::DimensionSets::PipelineAndAggregate,
+        )),
     }
 }
 
