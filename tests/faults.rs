@@ -373,25 +373,8 @@ async fn same_sqs_message_delivered_twice_concurrently() {
     let event = ts
         .upload("p", &yaml(&api, 2_000, 8, 2_000, 2), "in.csv", &data)
         .await;
-    let deps = local::splitter_deps(&ts.config, &ts.stack);
-    let split = fanout::splitter::handle_s3_event(event, &deps)
-        .await
-        .unwrap();
-    let SplitOutcome::Started { job_id, manifests } = &split[0] else {
-        panic!("{split:?}")
-    };
-    let sqs = aws_sdk_sqs::Client::new(&ts.config);
-    let mut bodies = Vec::new();
-    while bodies.len() < *manifests as usize {
-        let got = sqs
-            .receive_message()
-            .queue_url(&ts.stack.queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        bodies.extend(got.messages().iter().map(|m| m.body().unwrap().to_string()));
-    }
+    let (job_id, bodies) = ts.split_and_receive(event).await;
+    let job_id = &job_id;
     // Two containers get the same messages at the same time; whatever each returns as failed is
     // delivered again, as SQS would, until nothing is returned.
     let (w1, w2) = (

@@ -63,6 +63,35 @@ impl TestStack {
         .expect("upload input")
     }
 
+    /// Runs the splitter on `event`, then takes every manifest it enqueued off the queue (as
+    /// the event source mapping would before invoking the worker), so that a test can deliver
+    /// them itself: the job id and the manifests' message bodies.
+    pub async fn split_and_receive(
+        &self,
+        event: aws_lambda_events::s3::S3Event,
+    ) -> (String, Vec<String>) {
+        let deps = local::splitter_deps(&self.config, &self.stack);
+        let split = fanout::splitter::handle_s3_event(event, &deps)
+            .await
+            .expect("split");
+        let [fanout::splitter::SplitOutcome::Started { job_id, manifests }] = &split[..] else {
+            panic!("expected one started job: {split:?}")
+        };
+        let sqs = aws_sdk_sqs::Client::new(&self.config);
+        let mut bodies = Vec::new();
+        while bodies.len() < *manifests as usize {
+            let got = sqs
+                .receive_message()
+                .queue_url(&self.stack.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            bodies.extend(got.messages().iter().map(|m| m.body().unwrap().to_string()));
+        }
+        (job_id.clone(), bodies)
+    }
+
     /// Runs a job for `event` with `workers` simulated containers.
     pub async fn run(&self, event: aws_lambda_events::s3::S3Event, workers: usize) -> RunReport {
         let options = PollerOptions {
@@ -174,4 +203,18 @@ pub fn offsets(lines: &[Value]) -> Vec<u64> {
         .collect();
     v.sort_unstable();
     v
+}
+
+/// `records` CSV records (`id,name`), every 10th one with a non-integer id (rejected by a
+/// pipeline whose `id` field is an integer).
+pub fn csv_every_tenth_rejected(records: usize) -> Vec<u8> {
+    let mut text = String::from("id,name\n");
+    for i in 0..records {
+        if i % 10 == 9 {
+            text.push_str(&format!("x{i},bad\n"));
+        } else {
+            text.push_str(&format!("{i},name-{i}\n"));
+        }
+    }
+    text.into_bytes()
 }

@@ -228,27 +228,9 @@ async fn redelivered_manifest_does_not_duplicate_results() {
     let (data, good, bad) = messy_csv(120, false);
     let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 600, "");
     let event = ts.upload("p", &yaml, "in.csv", &data).await;
-    let deps = fanout::local::splitter_deps(&ts.config, &ts.stack);
-    let split = fanout::splitter::handle_s3_event(event, &deps)
-        .await
-        .unwrap();
-    let SplitOutcome::Started { job_id, manifests } = &split[0] else {
-        panic!("{split:?}")
-    };
-
     // Receive every manifest, then deliver each one twice (in one batch, and again later).
-    let sqs = aws_sdk_sqs::Client::new(&ts.config);
-    let mut bodies = Vec::new();
-    while bodies.len() < *manifests as usize {
-        let got = sqs
-            .receive_message()
-            .queue_url(&ts.stack.queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        bodies.extend(got.messages().iter().map(|m| m.body().unwrap().to_string()));
-    }
+    let (job_id, bodies) = ts.split_and_receive(event).await;
+    let job_id = &job_id;
     let worker = fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
     let records = |copies: usize| -> Value {
         let records: Vec<Value> = bodies

@@ -1,0 +1,176 @@
+//! The API credential reaches the API and nothing else: not the logs, results, failed or rejected
+//! objects. Alone in its binary because it installs the process-wide log subscriber.
+
+use integration_tests::{csv_every_tenth_rejected as csv, pipeline_yaml, stack};
+use serde_json::Value;
+
+const CSV_FIELDS: &str = "[{name: id, type: integer, required: true}, {name: name}]";
+
+/// Log lines captured in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An API that demands `Authorization: Bearer <token>`, answers every 7th id 503 (so records fail
+/// and errors are logged; few enough that the circuit breaker stays closed) and the rest 200, and counts the requests that carried the token.
+async fn authenticated_api(
+    token: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, StatusCode};
+    let authorized = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = authorized.clone();
+    let app = axum::Router::new().route(
+        "/items/{id}",
+        axum::routing::post(move |Path(id): Path<u64>, headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let expected = format!("Bearer {token}");
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&expected) {
+                    return (StatusCode::UNAUTHORIZED, "no credential".to_string());
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if id % 7 == 3 {
+                    (StatusCode::SERVICE_UNAVAILABLE, "try later".to_string())
+                } else {
+                    (StatusCode::OK, format!("{{\"id\":{id}}}"))
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, authorized)
+}
+
+/// A job whose API client sends a bearer token, run through the worker handler with its logs
+/// (every level of this crate) captured: the token reaches the API and nothing else — not the
+/// logs, results, failed or rejected objects.
+#[tokio::test(flavor = "current_thread")]
+async fn the_api_credential_never_reaches_logs_or_outputs() {
+    use fanout::client::auth::{Credential, StaticCredential};
+    const TOKEN: &str = "tok-3f9a1c-DO-NOT-LOG";
+
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    // The process-wide subscriber: this test is alone in its binary, so every line the run
+    // logs, on any thread, is captured. (A thread-local default is not enough when other tests
+    // run in the same process: tracing caches each call site's interest process-wide, and a
+    // site first reached from another test's thread can stay disabled for this one.)
+    tracing::subscriber::set_global_default(fanout::telemetry::json_subscriber(
+        tracing_subscriber::EnvFilter::new("info,fanout=trace"),
+        move || writer.clone(),
+    ))
+    .expect("the only subscriber of this test binary");
+
+    let ts = stack("secrets").await;
+    let (url, authorized) = authenticated_api(TOKEN).await;
+    let yaml = pipeline_yaml("csv", &url, CSV_FIELDS, 1000, "");
+    let event = ts.upload("secrets", &yaml, "in.csv", &csv(200)).await;
+    let splitter = fanout::local::splitter_deps(&ts.config, &ts.stack);
+    let split = fanout::splitter::handle_s3_event(event, &splitter)
+        .await
+        .unwrap();
+    let job = match &split[..] {
+        [fanout::splitter::SplitOutcome::Started { job_id, .. }] => job_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let api = fanout::client::ClientStack::builder()
+        .credentials(std::sync::Arc::new(StaticCredential(
+            Credential::bearer(TOKEN).unwrap(),
+        )))
+        .build(fanout::client::http::pooled_client().unwrap());
+    // The stack's worker wiring (ledger, claims, queue), with this test's API client.
+    let deps = fanout::worker::WorkerDeps {
+        deadline: Some(api.deadline().clone()),
+        api: std::sync::Arc::new(api),
+        limits: None,
+        metrics: None,
+        ..fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap()
+    };
+    // Drain the queue through the worker handler, as Lambda would.
+    let sqs = aws_sdk_sqs::Client::new(&ts.config);
+    let started = std::time::Instant::now();
+    while ts.queue_depth().await > 0 {
+        assert!(started.elapsed().as_secs() < 60, "the queue did not drain");
+        let received = sqs
+            .receive_message()
+            .queue_url(&ts.stack.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in received.messages() {
+            let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
+                "Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "eventSource": "aws:sqs"}]
+            }))
+            .unwrap();
+            let response = fanout::worker::handle_sqs_event(event, &deps).await;
+            assert!(response.batch_item_failures.is_empty());
+            sqs.delete_message()
+                .queue_url(&ts.stack.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    // The token was used: every sent record carried it.
+    let results = ts.lines(&format!("results/{job}/part-")).await;
+    let failed = ts.lines(&format!("failed/{job}/")).await;
+    let rejected = ts.lines(&format!("rejected/{job}/")).await;
+    assert!(!results.is_empty() && !failed.is_empty() && !rejected.is_empty());
+    let answered = failed.iter().filter(|f| f["status"].is_u64()).count();
+    assert!(
+        authorized.load(std::sync::atomic::Ordering::Relaxed) >= (results.len() + answered) as u64,
+        "the API saw the token on every call: {} authorized, {} results, failed: {:?}",
+        authorized.load(std::sync::atomic::Ordering::Relaxed),
+        results.len(),
+        failed
+            .iter()
+            .map(|f| (f["status"].clone(), f["error"].clone()))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    // The logs are there, and carry the manifest's span fields.
+    let done: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "manifest done")
+        .collect();
+    assert!(
+        !done.is_empty(),
+        "no 'manifest done' line in {} lines",
+        lines.len()
+    );
+    assert!(
+        done.iter()
+            .all(|l| l["span"]["job_id"].is_string() && l["span"]["seq"].is_u64())
+    );
+    for (what, body) in [
+        ("logs", text.clone()),
+        ("results", serde_json::to_string(&results).unwrap()),
+        ("failed", serde_json::to_string(&failed).unwrap()),
+        ("rejected", serde_json::to_string(&rejected).unwrap()),
+    ] {
+        assert!(!body.contains(TOKEN), "the token is in the {what}");
+        assert!(
+            !body.contains("3f9a1c"),
+            "part of the token is in the {what}"
+        );
+    }
+}
