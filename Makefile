@@ -60,7 +60,7 @@ bench:
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
 	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
-		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture --include-ignored
+		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture
 	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 
 clean:

@@ -203,14 +203,18 @@ pub fn worker_deps(
     stack: &Stack,
     fleet_size: u32,
 ) -> anyhow::Result<WorkerDeps> {
-    let mut deps =
-        crate::aws::worker_deps(config, &stack.names.table, &stack.queue_url, fleet_size)?;
-    // moto answers a metric query without dimensions with the sum over every dimension set, which
-    // is already the all-pipelines aggregate: publishing that too would count everything twice.
+    let deps = crate::aws::worker_deps(config, &stack.names.table, &stack.queue_url, fleet_size)?;
+    Ok(publish_per_pipeline_only(deps))
+}
+
+/// moto answers a metric query without dimensions with the sum over every dimension set, which
+/// is already the all-pipelines aggregate: publishing that too would count everything twice (and
+/// double what moto must parse, see [`crate::metrics::latency_value_ms`]).
+fn publish_per_pipeline_only(mut deps: WorkerDeps) -> WorkerDeps {
     deps.metrics = deps
         .metrics
         .map(|m| Arc::new(m.with_dimension_sets(crate::metrics::DimensionSets::PipelineOnly)));
-    Ok(deps)
+    deps
 }
 
 /// The S3 notification Lambda receives for an upload (keys URL-encoded, as S3 sends them).
@@ -382,13 +386,13 @@ impl Pollers {
         for _ in 0..options.workers {
             let shared = WorkerClientShared::new(config, &stack.names.table);
             breakers.push(shared.breakers.clone());
-            let deps = crate::aws::worker_deps_with(
+            let deps = publish_per_pipeline_only(crate::aws::worker_deps_with(
                 config,
                 &stack.names.table,
                 &stack.queue_url,
                 options.workers as u32,
                 shared,
-            )?;
+            )?);
             limits.extend(deps.limits.clone());
             let sqs = aws_sdk_sqs::Client::new(config);
             let (queue_url, stop, batch) = (

@@ -160,15 +160,31 @@ pub struct ManifestMetrics<'a> {
     pub deltas: CounterDeltas,
 }
 
-/// A latency histogram (µs) as distinct millisecond values and their counts, values rounded to 3
-/// significant digits (the histogram's own precision), in chunks CloudWatch accepts.
+/// Latency values sent to CloudWatch per decade: every latency goes out as the nearest of
+/// 10^(k/120) ms (steps of 1.9%, so within 1% of its measured value; 1, 10, 100 ms... exactly).
+///
+/// Why not the histogram's own 3 significant digits: a manifest with latencies spread over
+/// 20-80 ms then carries ~600 values, and moto (the local AWS) parses such a PutMetricData in
+/// Python for ~0.5 s while holding its interpreter lock, which stalled every other local call,
+/// the rate limiter's leases among them. At these steps the same spread is ~72 values, one
+/// datum; dashboards show percentiles to far less than 1%.
+const LATENCY_VALUES_PER_DECADE: f64 = 120.0;
+
+/// The value a latency of `ms` milliseconds is sent as (see [`LATENCY_VALUES_PER_DECADE`]).
+pub fn latency_value_ms(ms: f64) -> f64 {
+    if ms <= 0.0 {
+        return 0.0;
+    }
+    let step = (ms.log10() * LATENCY_VALUES_PER_DECADE).round();
+    round_sig(10f64.powf(step / LATENCY_VALUES_PER_DECADE), 5)
+}
+
+/// A latency histogram (µs) as distinct millisecond values and their counts, each value within 1%
+/// of the latencies it stands for (see [`LATENCY_VALUES_PER_DECADE`]), in ascending order.
 pub fn histogram_values_ms(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();
     for v in h.iter_recorded() {
-        let ms = round_sig(
-            h.median_equivalent(v.value_iterated_to()) as f64 / 1000.0,
-            3,
-        );
+        let ms = latency_value_ms(h.median_equivalent(v.value_iterated_to()) as f64 / 1000.0);
         match out.last_mut() {
             Some((last, count)) if *last == ms => *count += v.count_at_value() as f64,
             _ => out.push((ms, v.count_at_value() as f64)),
@@ -540,7 +556,11 @@ mod tests {
             );
         }
         let lat = find(&datums, API_LATENCY, false);
-        assert_eq!(lat.values, vec![5.0, 10.0, 20.0, 30.0, 400.0]);
+        assert_eq!(lat.values.len(), 5, "{:?}", lat.values);
+        for (sent, ms) in lat.values.iter().zip([5.0, 10.0, 20.0, 30.0, 400.0]) {
+            assert!((sent - ms).abs() <= 0.01 * ms, "{ms} ms sent as {sent}");
+        }
+        assert_eq!(lat.values[1], 10.0, "decades are values of their own");
         assert_eq!(lat.counts, vec![1.0, 2.0, 1.0, 3.0, 2.0]);
         assert_eq!(lat.unit, Unit::Milliseconds);
         assert_eq!(
@@ -583,11 +603,12 @@ mod tests {
     #[test]
     fn wide_histograms_are_split_into_datums_of_150_values() {
         let mut h = latency::new_histogram();
-        for ms in 1..=400u64 {
+        for ms in 1..=60_000u64 {
             h.record(ms * 1000).unwrap();
         }
         let values = histogram_values_ms(&h);
-        assert_eq!(values.len(), 400);
+        let n = values.len();
+        assert!(n > 300 && n < 600, "{n} values from 1 ms to 60 s");
         let record = record();
         let m = ManifestMetrics {
             pipeline: "p",
@@ -599,14 +620,44 @@ mod tests {
         };
         let datums = manifest_datums(&m, DimensionSets::PipelineOnly);
         let lat: Vec<&Datum> = datums.iter().filter(|d| d.name == API_LATENCY).collect();
-        assert_eq!(
-            lat.iter().map(|d| d.values.len()).collect::<Vec<_>>(),
-            vec![150, 150, 100]
+        let sizes: Vec<usize> = lat.iter().map(|d| d.values.len()).collect();
+        assert_eq!(sizes.len(), n.div_ceil(150));
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&s| s == 150),
+            "{sizes:?}"
         );
-        assert_eq!(
-            lat.iter().map(|d| sum(d)).sum::<f64>(),
-            (1..=400).sum::<u64>() as f64
+        assert_eq!(sizes.iter().sum::<usize>(), n);
+        let sent: f64 = lat.iter().flat_map(|d| d.counts.iter()).sum();
+        assert_eq!(sent, 60_000.0, "every call is counted once");
+    }
+
+    #[test]
+    fn latencies_spread_over_20_to_80_ms_fit_one_datum() {
+        let mut h = latency::new_histogram();
+        for us in (20_000..=80_000u64).step_by(7) {
+            h.record(us).unwrap();
+        }
+        let values = histogram_values_ms(&h);
+        assert!(
+            values.len() <= MAX_VALUES_PER_DATUM,
+            "{} values",
+            values.len()
         );
+        assert!(
+            values.windows(2).all(|w| w[0].0 < w[1].0),
+            "ascending and distinct"
+        );
+        let calls: f64 = values.iter().map(|(_, c)| c).sum();
+        assert_eq!(calls, h.len() as f64);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_latency_is_sent_within_one_percent(us in 1u64..600_000_000) {
+            let ms = us as f64 / 1000.0;
+            let sent = latency_value_ms(ms);
+            proptest::prop_assert!((sent - ms).abs() <= 0.01 * ms, "{ms} ms sent as {sent}");
+        }
     }
 
     #[test]

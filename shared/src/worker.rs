@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -95,26 +95,56 @@ pub async fn handle_sqs_batch_with(
     if let Some(handle) = &deps.deadline {
         handle.set(stop.as_ref().map(|t| t.client));
     }
-    let mut response = SqsBatchResponse::default();
+    // The manifests of a batch overlap: the next one starts as soon as the one before has handed
+    // its last record to the callers, so that its claim, ledger reads and first GET run while the
+    // one before finishes its last calls and writes its output. Worked one after the other, the
+    // container's calls would pause at every manifest boundary, and a fleet whose manifests end
+    // together (equal shares of one rate limit make them) would leave a hole in the fleet's rate.
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut outcomes = Vec::new();
+    let mut started: HashSet<(String, String)> = HashSet::new();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
-        let result = match serde_json::from_str::<Manifest>(
-            message.body.as_deref().unwrap_or_default(),
-        ) {
-            Err(e) => Err(anyhow::anyhow!("message {id} is not a manifest: {e}")),
-            // Too late to start: leave it for the next invocation, unclaimed.
-            Ok(_) if stop.as_ref().is_some_and(|t| !t.can_start(Instant::now())) => Err(
-                anyhow::anyhow!("no time left in this invocation to start it"),
-            ),
-            Ok(manifest) => {
-                let span = tracing::info_span!("manifest", job_id = %manifest.job_id, seq = manifest.seq, part = manifest.part);
-                tracing::Instrument::instrument(
-                    handle_manifest(&manifest, deps, stop.as_ref()),
-                    span,
-                )
-                .await
+        let manifest =
+            serde_json::from_str::<Manifest>(message.body.as_deref().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("message {id} is not a manifest: {e}"));
+        // A second copy of a manifest in one batch (SQS delivers at least once) waits until the
+        // first is done: its claim is then completed and the copy is acknowledged without work,
+        // where overlapping it would find the claim held and send it back to the queue.
+        let unit = manifest
+            .as_ref()
+            .ok()
+            .map(|m| (m.job_id.clone(), m.unit_id()));
+        if unit.as_ref().is_some_and(|u| started.contains(u)) {
+            while let Some(outcome) = running.next().await {
+                outcomes.push(outcome);
             }
-        };
+        }
+        started.extend(unit);
+        while running.len() >= MANIFESTS_IN_FLIGHT {
+            outcomes.extend(running.next().await);
+        }
+        let (reading_done, mut read) = oneshot::channel();
+        running.push(handle_message(
+            id,
+            manifest,
+            deps,
+            stop.as_ref(),
+            reading_done,
+        ));
+        // Until its reading is done (or it ended without reading), the others make progress.
+        loop {
+            tokio::select! {
+                _ = &mut read => break,
+                Some(outcome) = running.next() => outcomes.push(outcome),
+            }
+        }
+    }
+    while let Some(outcome) = running.next().await {
+        outcomes.push(outcome);
+    }
+    let mut response = SqsBatchResponse::default();
+    for (id, result) in outcomes {
         let retry = match result {
             Ok(Handled::Processed(_)) | Ok(Handled::AlreadyDone) => false,
             Ok(Handled::HeldByOther) => {
@@ -135,6 +165,37 @@ pub async fn handle_sqs_batch_with(
     response
 }
 
+/// Manifests of one batch worked at once: the one reading its records, and the one before it
+/// finishing (see [`handle_sqs_batch_with`]).
+const MANIFESTS_IN_FLIGHT: usize = 2;
+
+/// One message of a batch: its id and what became of its manifest. `reading_done` is signalled
+/// when the manifest's last record went to the callers (dropped unsignalled when it ends sooner).
+async fn handle_message(
+    id: String,
+    manifest: anyhow::Result<Manifest>,
+    deps: &WorkerDeps,
+    stop: Option<&StopTimes>,
+    reading_done: oneshot::Sender<()>,
+) -> (String, anyhow::Result<Handled>) {
+    let result = match manifest {
+        Err(e) => Err(e),
+        // Too late to start: leave it for the next invocation, unclaimed.
+        Ok(_) if stop.is_some_and(|t| !t.can_start(Instant::now())) => Err(anyhow::anyhow!(
+            "no time left in this invocation to start it"
+        )),
+        Ok(manifest) => {
+            let span = tracing::info_span!("manifest", job_id = %manifest.job_id, seq = manifest.seq, part = manifest.part);
+            tracing::Instrument::instrument(
+                work_manifest(&manifest, deps, stop, Some(reading_done)),
+                span,
+            )
+            .await
+        }
+    };
+    (id, result)
+}
+
 /// What became of one delivered manifest.
 #[derive(Debug)]
 pub enum Handled {
@@ -153,6 +214,16 @@ pub async fn handle_manifest(
     m: &Manifest,
     deps: &WorkerDeps,
     stop: Option<&StopTimes>,
+) -> anyhow::Result<Handled> {
+    work_manifest(m, deps, stop, None).await
+}
+
+/// [`handle_manifest`], signalling `reading_done` once every record went to the callers.
+async fn work_manifest(
+    m: &Manifest,
+    deps: &WorkerDeps,
+    stop: Option<&StopTimes>,
+    reading_done: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<Handled> {
     let unit = m.unit_id();
     let holder = claims::new_holder();
@@ -188,7 +259,7 @@ pub async fn handle_manifest(
             None => {
                 // A job stopped by its failure tolerance makes no more calls.
                 let stopped = deps.ledger.get_job(&m.job_id).await?.and_then(|j| j.error);
-                process_manifest(m, deps, stop, stopped.as_deref()).await?
+                process_manifest(m, deps, stop, stopped.as_deref(), reading_done).await?
             }
         };
         deps.claims.complete(&m.job_id, &unit).await?;
@@ -290,18 +361,28 @@ struct ReadTally {
 ///
 /// With `drain` (the job was stopped, see [`crate::tolerance`]) no call is made: every record that
 /// would have been sent goes to `failed/` with `drain` as its error, not attempted.
+///
+/// `reading_done` is signalled when the last record went to the callers.
 pub async fn process_manifest(
     m: &Manifest,
     deps: &WorkerDeps,
     stop: Option<&StopTimes>,
     drain: Option<&str>,
+    reading_done: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<ManifestRecord> {
     let started = Instant::now();
     let (parser, renderer) = compile(&m.config, m.header.as_deref(), &m.config_source)?;
     let policy = &m.config.client;
     let (tx, rx) = mpsc::channel::<Pending>(policy.concurrency * 2);
 
-    let reading = read_records(m, deps.store.as_ref(), parser, &renderer, tx, stop);
+    let reading = async {
+        let tally = read_records(m, deps.store.as_ref(), parser, &renderer, tx, stop).await;
+        if let Some(done) = reading_done {
+            // The batch may be gone already (a hard stop): nobody waits then.
+            let _ = done.send(());
+        }
+        tally
+    };
     let calling = async {
         let api = deps.api.as_ref();
         let pending =

@@ -425,3 +425,134 @@ async fn at_the_deadline_the_done_prefix_is_recorded_and_the_rest_continued() {
             .contains_key("results/j/_SUMMARY.json")
     );
 }
+
+/// Writes after `delay`, and logs when each write ends.
+struct SlowPuts {
+    inner: Arc<Store>,
+    delay: Duration,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl ObjectStore for SlowPuts {
+    async fn head(&self, b: &str, key: &str, v: Option<&str>) -> anyhow::Result<ObjectHead> {
+        self.inner.head(b, key, v).await
+    }
+    async fn get_range(
+        &self,
+        b: &str,
+        key: &str,
+        v: Option<&str>,
+        e: Option<&str>,
+        range: ByteRange,
+    ) -> anyhow::Result<ByteStream> {
+        self.inner.get_range(b, key, v, e, range).await
+    }
+    async fn get_small(&self, b: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.get_small(b, key).await
+    }
+    async fn put(&self, b: &str, key: &str, body: Vec<u8>, t: &str) -> anyhow::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.log.lock().unwrap().push(format!("put {key}"));
+        self.inner.put(b, key, body, t).await
+    }
+    async fn delete(&self, b: &str, key: &str) -> anyhow::Result<()> {
+        self.inner.delete(b, key).await
+    }
+}
+
+/// Logs each call's URL, then answers as `inner` does.
+struct LoggedApi {
+    inner: Arc<Api>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl ApiClient for LoggedApi {
+    async fn call(&self, request: &ApiRequest, config: &ClientConfig) -> CallOutcome {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("call {}", request.url));
+        self.inner.call(request, config).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_manifest_of_a_batch_calls_while_the_one_before_writes_its_output() {
+    // Records 0..=9; manifest 0 holds 0..=4 (offsets 3..13), manifest 1 holds 5..=9.
+    let mut f = fixture(10, Duration::from_millis(10));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    f.deps.store = Arc::new(SlowPuts {
+        inner: f.store.clone(),
+        delay: Duration::from_secs(1),
+        log: log.clone(),
+    });
+    f.deps.api = Arc::new(LoggedApi {
+        inner: f.api.clone(),
+        log: log.clone(),
+    });
+    f.ledger
+        .job
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .manifests_total = 2;
+    let end = f.manifest.range.end;
+    let mut first = f.manifest.clone();
+    first.manifests_total = 2;
+    first.range = ByteRange::new(3, 13);
+    let mut second = first.clone();
+    second.seq = 1;
+    second.range = ByteRange::new(13, end);
+    let records: Vec<_> = [("m0", &first), ("m1", &second)]
+        .iter()
+        .map(|(id, m)| serde_json::json!({"messageId": id, "body": serde_json::to_string(m).unwrap()}))
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+
+    let started = Instant::now();
+    let response = handle_sqs_event(event, &f.deps).await;
+    let took = started.elapsed();
+
+    assert!(response.batch_item_failures.is_empty());
+    let job = f.ledger.job.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (job.status, job.counts.succeeded),
+        (JobStatus::Completed, 10)
+    );
+    assert_eq!(lines(&f.store, "results/j/part-000000.jsonl"), 5);
+    assert_eq!(lines(&f.store, "results/j/part-000001.jsonl"), 5);
+    let log = log.lock().unwrap().clone();
+    let position = |entry: &str| {
+        log.iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("{entry} in {log:?}"))
+    };
+    assert!(
+        position("call http://h/x/5") < position("put results/j/part-000000.jsonl"),
+        "manifest 1 started calling while manifest 0 wrote its output: {log:?}"
+    );
+    // Worked one after the other, the two 1 s writes would add up (and the summary's too).
+    assert!(took < Duration::from_millis(2900), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_second_copy_in_the_same_batch_is_acknowledged_without_work() {
+    let f = fixture(5, Duration::from_millis(10));
+    let body = serde_json::to_string(&f.manifest).unwrap();
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+        {"messageId": "m1", "body": body},
+        {"messageId": "m2", "body": body},
+    ]}))
+    .unwrap();
+    let response = handle_sqs_event(event, &f.deps).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "neither copy goes back to the queue: {response:?}"
+    );
+    assert_eq!(f.api.calls.load(Ordering::SeqCst), 5, "worked once");
+    assert_eq!(lines(&f.store, "results/j/part-000000.jsonl"), 5);
+}
