@@ -17,7 +17,9 @@ use fanout::framer::split_all;
 use fanout::ledger::JobStatus;
 use fanout::local::{self, Kills, PollerOptions, RunReport};
 use fanout::splitter::SplitOutcome;
-use integration_tests::{MockApi, MockConfig, TestStack, pipeline_yaml, stack};
+use integration_tests::{
+    MockApi, MockConfig, TestStack, mock_api_with_latency, pipeline_yaml, stack,
+};
 use serde_json::{Value, json};
 
 const CSV_FIELDS: &str = "[{name: id, type: integer, required: true}, {name: name}]";
@@ -243,13 +245,7 @@ async fn deadline_cuts_manifests_into_continuations() {
     set_visibility(&ts, 12).await;
     // ~4 calls in flight at 20–40 ms: ~130 records/s, so a 1500-record manifest needs several
     // 6 s invocations.
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 20,
-        latency_max_ms: 40,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(20, 40).await;
     let (data, input) = csv(3000, 0);
     let event = ts
         .upload("p", &yaml(&api, 24_000, 4, 2_000, 2), "in.csv", &data)
@@ -292,13 +288,7 @@ async fn containers_killed_mid_manifest() {
     let ts = stack("f_kill").await;
     set_visibility(&ts, 8).await;
     // ~500 records per manifest at ~500 records/s: each invocation outlives a kill at 700 ms.
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 10,
-        latency_max_ms: 20,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(10, 20).await;
     let (data, input) = csv(2000, 0);
     let event = ts
         .upload("p", &yaml(&api, 6_000, 8, 2_000, 2), "in.csv", &data)
@@ -362,13 +352,7 @@ async fn same_s3_event_twice_concurrently() {
 async fn same_sqs_message_delivered_twice_concurrently() {
     use fanout::worker::handle_sqs_event;
     let ts = stack("f_dup_msg").await;
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 2,
-        latency_max_ms: 5,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(2, 5).await;
     let (data, input) = csv(600, 0);
     let event = ts
         .upload("p", &yaml(&api, 2_000, 8, 2_000, 2), "in.csv", &data)
@@ -437,13 +421,7 @@ async fn same_sqs_message_delivered_twice_concurrently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn object_overwritten_while_its_job_runs() {
     let ts = stack("f_overwrite").await;
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 2,
-        latency_max_ms: 6,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(2, 6).await;
     let (v1, input) = csv(1500, 0);
     let (v2, _) = csv(1800, 500_000);
     let event = ts
@@ -476,13 +454,7 @@ async fn object_overwritten_while_its_job_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_outage_mid_job() {
     let ts = stack("f_outage").await;
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 2,
-        latency_max_ms: 6,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(2, 6).await;
     let (data, input) = csv(2500, 0);
     let event = ts
         .upload("p", &yaml(&api, 3_000, 4, 1_000, 3), "in.csv", &data)
@@ -606,13 +578,7 @@ impl aws_types::service_config::LoadServiceConfig for NoServiceConfig {
 async fn aws_errors_for_a_while() {
     let ts = stack("f_aws").await;
     set_visibility(&ts, 15).await;
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 3,
-        latency_max_ms: 8,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(3, 8).await;
     let (data, input) = csv(1500, 0);
     let event = ts
         .upload("p", &yaml(&api, 2_000, 8, 2_000, 2), "in.csv", &data)
@@ -697,13 +663,7 @@ async fn aws_errors_for_a_while() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_stop_leaves_only_recorded_output_and_resumes() {
     let ts = stack("f_sigterm").await;
-    let api = MockApi::start(MockConfig {
-        latency_min_ms: 10,
-        latency_max_ms: 20,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let api = mock_api_with_latency(10, 20).await;
     let (data, input) = csv(3000, 0);
     let event = ts
         .upload("p", &yaml(&api, 8_000, 4, 2_000, 2), "in.csv", &data)

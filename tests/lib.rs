@@ -196,6 +196,46 @@ pub fn pipeline_yaml(
 }
 
 /// Offsets of the records that `lines` (results, failed or rejected lines) name.
+/// Rates from the mock API's counts per 100 ms window (`Stats::windows_100ms`).
+pub mod rates {
+    /// 100 ms windows per second.
+    pub const PER_SEC: usize = 10;
+
+    /// The mean rate per second over windows `from..to` (0 when empty).
+    pub fn per_sec(windows: &[u64], from: usize, to: usize) -> f64 {
+        let to = to.min(windows.len());
+        if to <= from {
+            return 0.0;
+        }
+        windows[from..to].iter().sum::<u64>() as f64 / ((to - from) as f64 / PER_SEC as f64)
+    }
+
+    /// Counts per whole second.
+    pub fn seconds(windows: &[u64]) -> Vec<u64> {
+        windows.chunks(PER_SEC).map(|c| c.iter().sum()).collect()
+    }
+
+    /// The largest count in any 1 s sliding window (10 consecutive 100 ms windows).
+    pub fn max_one_second(windows: &[u64]) -> u64 {
+        windows
+            .windows(PER_SEC)
+            .map(|s| s.iter().sum())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A mock API answering 200 after a latency drawn from `min_ms..=max_ms`.
+pub async fn mock_api_with_latency(min_ms: u64, max_ms: u64) -> MockApi {
+    MockApi::start(MockConfig {
+        latency_min_ms: min_ms,
+        latency_max_ms: max_ms,
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock API")
+}
+
 pub fn offsets(lines: &[Value]) -> Vec<u64> {
     let mut v: Vec<u64> = lines
         .iter()

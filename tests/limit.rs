@@ -2,6 +2,7 @@
 //! DynamoDB (moto), against the mock API enforcing the same limit with a 10% burst allowance.
 //! `make bench-limit` runs these with figures written to FANOUT_BENCH_OUT.
 
+use integration_tests::rates::{self, PER_SEC};
 use integration_tests::{MockApi, MockConfig, pipeline_yaml, stack};
 use serde_json::json;
 
@@ -15,11 +16,6 @@ struct Figures {
     ddb_writes_per_1000_calls: f64,
     /// Reads of the shared breaker state (GetItem, one per container per second).
     ddb_reads_per_1000_calls: f64,
-}
-
-/// Sums of 10 consecutive 100 ms windows: every 1 s sliding window the mock counted.
-fn one_second_windows(w: &[u64]) -> Vec<u64> {
-    w.windows(10).map(|s| s.iter().sum()).collect()
 }
 
 async fn steady_run(rate: u32, seconds: u32) -> Figures {
@@ -64,11 +60,8 @@ async fn steady_run(rate: u32, seconds: u32) -> Figures {
         windows.len()
     );
     // The steady part: without the first and last second (ramp-up, the tail of the last manifests).
-    let steady = &windows[10..windows.len() - 10];
-    let achieved =
-        steady.iter().sum::<u64>() as f64 / (steady.len() as f64 / 10.0) / f64::from(rate);
-    let max_window =
-        one_second_windows(windows).into_iter().max().unwrap_or(0) as f64 / f64::from(rate);
+    let achieved = rates::per_sec(windows, PER_SEC, windows.len() - PER_SEC) / f64::from(rate);
+    let max_window = rates::max_one_second(windows) as f64 / f64::from(rate);
     let calls = stats.total_requests;
     Figures {
         achieved_over_limit: achieved,

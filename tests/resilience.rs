@@ -14,6 +14,7 @@ use fanout::ledger::{JobStatus, now_ms};
 use fanout::local::RunReport;
 use fanout::ports::ApiClient;
 use fanout::request::ApiRequest;
+use integration_tests::rates::{PER_SEC, per_sec, seconds};
 use integration_tests::{MockApi, MockConfig, TestStack, pipeline_yaml, stack};
 use mock_api::MockStats;
 use serde_json::{Value, json};
@@ -204,17 +205,6 @@ struct Observed {
     failed_lines: usize,
 }
 
-/// 100 ms windows per second.
-const PER_SEC: usize = 10;
-
-fn per_sec(windows: &[u64], from: usize, to: usize) -> f64 {
-    let to = to.min(windows.len());
-    if to <= from {
-        return 0.0;
-    }
-    windows[from..to].iter().sum::<u64>() as f64 / ((to - from) as f64 / PER_SEC as f64)
-}
-
 async fn run_scenario(s: Scenario) -> Observed {
     let _one = ONE_JOB_AT_A_TIME.lock().await;
     let ts = stack(s.name).await;
@@ -293,10 +283,6 @@ fn report(line: Value) {
 }
 
 /// Per-second sums of 100 ms windows, for the report.
-fn seconds(windows: &[u64]) -> Vec<u64> {
-    windows.chunks(PER_SEC).map(|c| c.iter().sum()).collect()
-}
-
 fn round(x: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (x * f).round() / f

@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::dynamo::is_condition_failure;
 use crate::client::breaker::BreakerStateStore;
 use crate::config::ClientConfig;
 
@@ -53,12 +54,6 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    e: &SdkError<E, R>,
-) -> bool {
-    matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
-}
-
 impl DynamoBreakerStore {
     pub fn new(client: Client, table: impl Into<String>, name: impl Into<String>) -> Self {
         Self::with_stats(client, table, name, Arc::default())
@@ -82,8 +77,15 @@ impl DynamoBreakerStore {
         &self.stats
     }
 
-    fn pk(&self) -> AttributeValue {
-        AttributeValue::S(format!("BREAKER#{}", self.name))
+    /// The breaker's item key: `pk = BREAKER#<name>`, `sk = B`.
+    fn key(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "pk".to_string(),
+                AttributeValue::S(format!("BREAKER#{}", self.name)),
+            ),
+            ("sk".to_string(), AttributeValue::S("B".into())),
+        ])
     }
 }
 
@@ -97,8 +99,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", self.pk())
-            .key("sk", AttributeValue::S("B".into()))
+            .set_key(Some(self.key()))
             .projection_expression("open_until_ms")
             .send()
             .await
@@ -116,8 +117,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", self.pk())
-            .key("sk", AttributeValue::S("B".into()))
+            .set_key(Some(self.key()))
             .update_expression("SET open_until_ms = :until, opened_at_ms = :now, expires_at = :exp")
             .condition_expression("attribute_not_exists(open_until_ms) OR open_until_ms < :until")
             .expression_attribute_values(":until", n(until_ms))
@@ -142,8 +142,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", self.pk())
-            .key("sk", AttributeValue::S("B".into()))
+            .set_key(Some(self.key()))
             .update_expression("REMOVE open_until_ms, opened_at_ms")
             .condition_expression("opened_at_ms <= :now")
             .expression_attribute_values(":now", n(crate::ledger::now_ms()))

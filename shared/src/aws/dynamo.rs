@@ -133,7 +133,8 @@ fn job_from_item(item: &Item) -> anyhow::Result<JobRecord> {
     })
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+/// Whether a DynamoDB call failed only its condition (the caller decides what that means).
+pub(crate) fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
     e: &SdkError<E, R>,
 ) -> bool {
     match e {
