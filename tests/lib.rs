@@ -195,7 +195,6 @@ pub fn pipeline_yaml(
     )
 }
 
-/// Offsets of the records that `lines` (results, failed or rejected lines) name.
 /// Rates from the mock API's counts per 100 ms window (`Stats::windows_100ms`).
 pub mod rates {
     /// 100 ms windows per second.
@@ -236,6 +235,7 @@ pub async fn mock_api_with_latency(min_ms: u64, max_ms: u64) -> MockApi {
     .expect("mock API")
 }
 
+/// Offsets of the records that `lines` (results, failed or rejected lines) name.
 pub fn offsets(lines: &[Value]) -> Vec<u64> {
     let mut v: Vec<u64> = lines
         .iter()

@@ -282,7 +282,6 @@ fn report(line: Value) {
     }
 }
 
-/// Per-second sums of 100 ms windows, for the report.
 fn round(x: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (x * f).round() / f
