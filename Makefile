@@ -14,13 +14,14 @@ demo: setup
 ## stack, the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs),
 ## the template built (sam build --config-env local: x86_64, see samconfig.toml), deployed into the
 ## local AWS, read back and given a job, and events/ run through the Lambda binaries (cargo lambda).
-## The steady-rate load test (tests/limit.rs) gets a local AWS of its own: moto's PutMetricData
-## slows as the metric data it stores grows (0.3-0.6 s per call after the fault suite), and holds
-## moto's one interpreter lock meanwhile, which delays the rate limiter's DynamoDB writes and takes
-## the fleet below its rate. Real CloudWatch and DynamoDB share no such lock.
+## The steady-rate load test (tests/limit.rs) gets a local AWS of its own, with CloudWatch in a
+## second moto (FANOUT_CLOUDWATCH_APART, see scripts/with-stack.sh): moto's PutMetricData slows as
+## the metric data it stores grows (0.3-0.6 s per call after the fault suite), and holds the
+## interpreter lock every moto service shares, which delays the rate limiter's DynamoDB writes and
+## takes the fleet below its rate. Real CloudWatch and DynamoDB share no such lock.
 test: setup lint
 	scripts/with-stack.sh cargo test --workspace --locked -- --skip eight_containers_share_one_limit
-	scripts/with-stack.sh cargo test --locked -p integration-tests --test limit
+	FANOUT_CLOUDWATCH_APART=1 scripts/with-stack.sh cargo test --locked -p integration-tests --test limit
 	FANOUT_TEMPLATE_TEST_DONE=1 infra/check.sh
 	infra/deploy-local.sh
 	scripts/with-stack.sh infra/invoke-local.sh
@@ -64,7 +65,7 @@ bench:
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
-	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
+	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl FANOUT_CLOUDWATCH_APART=1 scripts/with-stack.sh \
 		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture
 	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 

@@ -22,4 +22,21 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo "local AWS (moto) at $AWS_ENDPOINT_URL" >&2
+# FANOUT_CLOUDWATCH_APART=1: CloudWatch in a moto of its own, as in AWS, where metrics share nothing
+# with DynamoDB. One moto parses PutMetricData under the interpreter lock every service shares,
+# which stalls DynamoDB calls (the rate limiter's leases) for a load test. Not the default: stacks
+# deployed from the template keep their alarms in the main moto.
+if [ "${FANOUT_CLOUDWATCH_APART:-}" = 1 ]; then
+  cw_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$cw_port" >".local/moto-$cw_port.log" 2>&1 &
+  cw_pid=$!
+  trap 'kill $moto_pid $cw_pid 2>/dev/null; wait $moto_pid $cw_pid 2>/dev/null || true' EXIT INT TERM
+  export AWS_ENDPOINT_URL_CLOUDWATCH="http://127.0.0.1:$cw_port"
+  for _ in $(seq 1 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('$AWS_ENDPOINT_URL_CLOUDWATCH/moto-api/data.json', timeout=1)" 2>/dev/null && break
+    kill -0 $cw_pid 2>/dev/null || { echo "moto server (CloudWatch) failed to start"; exit 1; }
+    sleep 0.2
+  done
+  echo "local CloudWatch (moto) at $AWS_ENDPOINT_URL_CLOUDWATCH" >&2
+fi
 "$@"
