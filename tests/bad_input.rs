@@ -1,10 +1,10 @@
 //! Bad input end to end: each kind of bad record is rejected with a clear reason while the job
-//! goes on, and `fanout validate --sample` (fanout::check::check_sample) reports the same reasons.
+//! goes on, and `fanout validate --sample` (fanout_core::check::check_sample) reports the same reasons.
 
 use std::collections::BTreeMap;
 
-use fanout::config::PipelineConfig;
-use fanout::ledger::JobStatus;
+use fanout_core::config::PipelineConfig;
+use fanout_core::ledger::JobStatus;
 use integration_tests::{MockApi, MockConfig, offsets, stack};
 
 fn yaml(format: &str, base: &str, fields: &str) -> String {
@@ -29,7 +29,7 @@ async fn run_and_compare(format: &str, fields: &str, data: Vec<u8>, expected: &[
     );
 
     let config = PipelineConfig::from_yaml("pipelines/p.yaml", &yaml).unwrap();
-    let check = fanout::check::check_sample(&config, &data, "pipelines/p.yaml").unwrap();
+    let check = fanout_core::check::check_sample(&config, &data, "pipelines/p.yaml").unwrap();
     let validated: BTreeMap<u64, (u64, String)> = check
         .rejected
         .iter()

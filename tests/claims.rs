@@ -1,9 +1,10 @@
 //! The DynamoDB adapters for manifest claims and continuation accounting, on the local AWS.
 
-use fanout::aws::dynamo::DynamoLedger;
-use fanout::claims::{ClaimOutcome, ManifestClaims};
-use fanout::ledger::{Counts, JobRecord, JobStatus, ManifestRecord};
-use fanout::ports::JobLedger;
+use fanout_aws::dynamo::DynamoLedger;
+use fanout_core::claims::ClaimOutcome;
+use fanout_core::ledger::{Counts, JobRecord, JobStatus, ManifestRecord};
+use fanout_core::ports::JobLedger;
+use fanout_core::ports::ManifestClaims;
 use integration_tests::stack;
 
 async fn ledger(test: &str) -> DynamoLedger {

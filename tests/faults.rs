@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use fanout::framer::split_all;
-use fanout::ledger::JobStatus;
-use fanout::local::{self, Kills, PollerOptions, RunReport};
-use fanout::splitter::SplitOutcome;
+use fanout_cli::local::{self, Kills, PollerOptions, RunReport};
+use fanout_core::framer::split_all;
+use fanout_core::ledger::JobStatus;
+use fanout_handlers::splitter::SplitOutcome;
 use integration_tests::{
     MockApi, MockConfig, TestStack, mock_api_with_latency, pipeline_yaml, stack,
 };
@@ -326,8 +326,8 @@ async fn same_s3_event_twice_concurrently() {
     // Two splitter invocations for one event at once: both may enqueue every manifest.
     let deps = local::splitter_deps(&ts.config, &ts.stack);
     let (a, b) = tokio::join!(
-        fanout::splitter::handle_s3_event(event.clone(), &deps),
-        fanout::splitter::handle_s3_event(event.clone(), &deps)
+        fanout_handlers::splitter::handle_s3_event(event.clone(), &deps),
+        fanout_handlers::splitter::handle_s3_event(event.clone(), &deps)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let job_id = match (&a[0], &b[0]) {
@@ -350,7 +350,7 @@ async fn same_s3_event_twice_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_sqs_message_delivered_twice_concurrently() {
-    use fanout::worker::handle_sqs_event;
+    use fanout_handlers::worker::handle_sqs_event;
     let ts = stack("f_dup_msg").await;
     let api = mock_api_with_latency(2, 5).await;
     let (data, input) = csv(600, 0);
@@ -604,7 +604,7 @@ async fn aws_errors_for_a_while() {
         let mut tries = 0;
         let split = loop {
             tries += 1;
-            match fanout::splitter::handle_s3_event(event.clone(), &deps).await {
+            match fanout_handlers::splitter::handle_s3_event(event.clone(), &deps).await {
                 Ok(split) => break split,
                 Err(e) if tries < 3 => eprintln!("splitter failed, retried: {e:#}"),
                 Err(e) => panic!("splitter failed three times: {e:#}"),
@@ -668,7 +668,7 @@ async fn graceful_stop_leaves_only_recorded_output_and_resumes() {
     let event = ts
         .upload("p", &yaml(&api, 8_000, 4, 2_000, 2), "in.csv", &data)
         .await;
-    let interrupt = fanout::continuation::Interrupt::default();
+    let interrupt = fanout_core::continuation::Interrupt::default();
     let sigterm = {
         let interrupt = interrupt.clone();
         async move {
@@ -700,7 +700,7 @@ async fn graceful_stop_leaves_only_recorded_output_and_resumes() {
     for (dir, count) in [
         (
             "results",
-            (|c: &fanout::ledger::Counts| c.succeeded) as fn(&_) -> u64,
+            (|c: &fanout_core::ledger::Counts| c.succeeded) as fn(&_) -> u64,
         ),
         ("failed", |c| c.failed),
         ("rejected", |c| c.rejected),
@@ -713,7 +713,7 @@ async fn graceful_stop_leaves_only_recorded_output_and_resumes() {
                 .trim_end_matches(".jsonl");
             let m = recorded
                 .iter()
-                .find(|m| fanout::manifest::keys::unit(m.seq, m.part) == unit)
+                .find(|m| fanout_core::manifest::keys::unit(m.seq, m.part) == unit)
                 .unwrap_or_else(|| panic!("{key} belongs to no recorded manifest"));
             let lines = ts.lines(&key).await.len() as u64;
             assert_eq!(lines, count(&m.counts), "{key}");

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fanout::local::{self, PollerOptions, RunReport, Stack, StackNames};
+use fanout_cli::local::{self, PollerOptions, RunReport, Stack, StackNames};
 use serde_json::Value;
 
 pub use mock_api::{MockApi, MockConfig};
@@ -23,7 +23,7 @@ pub async fn stack(test: &str) -> TestStack {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let prefix = format!("t{}-{}-{n}", std::process::id(), test.replace('_', "-")).to_lowercase();
-    let config = fanout::aws::load_config().await;
+    let config = fanout_aws::load_config().await;
     let stack = local::ensure_stack(&config, &StackNames::with_prefix(&prefix))
         .await
         .expect("create the local stack");
@@ -36,7 +36,7 @@ impl TestStack {
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        fanout::aws::s3_client(&self.config)
+        fanout_aws::s3_client(&self.config)
     }
 
     /// Puts the pipeline config and the input (at `input/<pipeline>/<file>`), returning the event.
@@ -71,10 +71,11 @@ impl TestStack {
         event: aws_lambda_events::s3::S3Event,
     ) -> (String, Vec<String>) {
         let deps = local::splitter_deps(&self.config, &self.stack);
-        let split = fanout::splitter::handle_s3_event(event, &deps)
+        let split = fanout_handlers::splitter::handle_s3_event(event, &deps)
             .await
             .expect("split");
-        let [fanout::splitter::SplitOutcome::Started { job_id, manifests }] = &split[..] else {
+        let [fanout_handlers::splitter::SplitOutcome::Started { job_id, manifests }] = &split[..]
+        else {
             panic!("expected one started job: {split:?}")
         };
         let sqs = aws_sdk_sqs::Client::new(&self.config);

@@ -3,7 +3,7 @@
 //! never shows is tests/secrets.rs.)
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use fanout::metrics;
+use fanout_core::metrics;
 use integration_tests::{
     MockApi, MockConfig, TestStack, csv_every_tenth_rejected as csv, pipeline_yaml, stack,
 };
@@ -19,7 +19,7 @@ async fn finished_job(ts: &TestStack, api: &MockApi, records: usize) -> (String,
     let event = ts.upload(&pipeline, &yaml, "in.csv", &csv(records)).await;
     let report = ts.run(event, 2).await;
     let job = report.job.expect("a job");
-    assert_eq!(job.status, fanout::ledger::JobStatus::Completed);
+    assert_eq!(job.status, fanout_core::ledger::JobStatus::Completed);
     let summary = serde_json::to_value(report.summary.expect("a summary")).unwrap();
     (pipeline, summary)
 }
@@ -106,7 +106,7 @@ async fn a_job_that_fails_at_split_time_is_counted_once() {
     let yaml = "input: {format: csv}\nrequest: {url: 'http://127.0.0.1:9/items/{identifier}'}\n";
     let event = ts.upload(pipeline, yaml, "in.csv", &csv(20)).await;
     let job = ts.run(event.clone(), 1).await.job.expect("a job");
-    assert_eq!(job.status, fanout::ledger::JobStatus::Failed);
+    assert_eq!(job.status, fanout_core::ledger::JobStatus::Failed);
     assert_eq!(
         metric_total(&ts, pipeline, metrics::JOBS_FAILED, "Sum").await,
         1.0
@@ -122,8 +122,8 @@ async fn a_job_that_fails_at_split_time_is_counted_once() {
 
 // ------------------------------------------------------------------------------ status, report
 
-fn ledger(ts: &TestStack) -> fanout::aws::dynamo::DynamoLedger {
-    fanout::aws::dynamo::DynamoLedger::new(
+fn ledger(ts: &TestStack) -> fanout_aws::dynamo::DynamoLedger {
+    fanout_aws::dynamo::DynamoLedger::new(
         aws_sdk_dynamodb::Client::new(&ts.config),
         &ts.stack.names.table,
     )
@@ -227,8 +227,8 @@ async fn summary_status_report_and_metrics_agree() {
     assert!(n("failed") > 0 && n("rejected") > 0, "{s}");
 
     // Status (what `fanout status --json` prints).
-    let store = fanout::aws::s3::S3Store::new(ts.s3());
-    let status = fanout::progress::read(&job, &ledger(&ts), &store, None)
+    let store = fanout_aws::s3::S3Store::new(ts.s3());
+    let status = fanout_cli::progress::read(&job, &ledger(&ts), &store, None)
         .await
         .unwrap();
     let status = serde_json::to_value(&status).unwrap();
@@ -249,15 +249,15 @@ async fn summary_status_report_and_metrics_agree() {
     assert_eq!(status["eta_secs"], Value::Null);
 
     // The report, next to the summary and rendered by Chromium.
-    let html = fanout::report::write(&job, &ledger(&ts), &ts.s3())
+    let html = fanout_cli::report::write(&job, &ledger(&ts), &ts.s3())
         .await
         .unwrap();
     let next_to_it = ts.keys(&format!("results/{job}/_")).await;
     assert_eq!(
         next_to_it,
         [
-            fanout::report::report_key(&job),
-            fanout::manifest::keys::summary(&job)
+            fanout_cli::report::report_key(&job),
+            fanout_core::manifest::keys::summary(&job)
         ],
         "the report is next to the summary"
     );
@@ -296,19 +296,20 @@ async fn summary_status_report_and_metrics_agree() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
     )
     .unwrap();
-    let subs = fanout::dashboard::substitutions(&template, "local", "us-east-1", &[]).unwrap();
-    let mut widgets =
-        fanout::dashboard::widgets(&fanout::dashboard::dashboard_body(&template, &subs).unwrap());
-    fanout::dashboard::for_pipeline(&mut widgets, metrics::NAMESPACE, &pipeline);
+    let subs = fanout_cli::dashboard::substitutions(&template, "local", "us-east-1", &[]).unwrap();
+    let mut widgets = fanout_cli::dashboard::widgets(
+        &fanout_cli::dashboard::dashboard_body(&template, &subs).unwrap(),
+    );
+    fanout_cli::dashboard::for_pipeline(&mut widgets, metrics::NAMESPACE, &pipeline);
     let now = std::time::SystemTime::now();
-    let fetched = fanout::dashboard::fetch(
+    let fetched = fanout_cli::dashboard::fetch(
         &aws_sdk_cloudwatch::Client::new(&ts.config),
         widgets,
         now - std::time::Duration::from_secs(900),
         now + std::time::Duration::from_secs(60),
     )
     .await;
-    let page = fanout::dashboard::render("dashboard", &fetched);
+    let page = fanout_cli::dashboard::render("dashboard", &fetched);
     let total = |series: &str| -> u64 {
         let marker = format!("data-series=\"{series}\" data-total=\"");
         let at = page

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use fanout::framer::split_all;
-use fanout::ledger::JobStatus;
-use fanout::splitter::SplitOutcome;
+use fanout_core::framer::split_all;
+use fanout_core::ledger::JobStatus;
+use fanout_handlers::splitter::SplitOutcome;
 use integration_tests::{MockApi, MockConfig, TestStack, offsets, pipeline_yaml, stack};
 use serde_json::Value;
 
@@ -222,7 +222,7 @@ async fn duplicate_s3_event_starts_one_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_manifest_does_not_duplicate_results() {
-    use fanout::worker::handle_sqs_event;
+    use fanout_handlers::worker::handle_sqs_event;
     let ts = stack("redeliver").await;
     let api = MockApi::start(MockConfig::default()).await.unwrap();
     let (data, good, bad) = messy_csv(120, false);
@@ -231,7 +231,7 @@ async fn redelivered_manifest_does_not_duplicate_results() {
     // Receive every manifest, then deliver each one twice (in one batch, and again later).
     let (job_id, bodies) = ts.split_and_receive(event).await;
     let job_id = &job_id;
-    let worker = fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
+    let worker = fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
     let records = |copies: usize| -> Value {
         let records: Vec<Value> = bodies
             .iter()
@@ -309,8 +309,13 @@ async fn invalid_config_fails_the_job_before_anything_is_enqueued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_outside_input_are_ignored() {
     let ts = stack("ignored").await;
-    let event =
-        fanout::local::s3_put_event(ts.bucket(), "results/x/part-000000.jsonl", 10, "etag", None);
+    let event = fanout_cli::local::s3_put_event(
+        ts.bucket(),
+        "results/x/part-000000.jsonl",
+        10,
+        "etag",
+        None,
+    );
     let report = ts.run(event, 1).await;
     assert!(report.job_id.is_none());
     assert!(

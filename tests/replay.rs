@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use fanout::framer::split_all;
-use fanout::ledger::JobStatus;
-use fanout::local::{self, PollerOptions};
-use fanout::splitter::SplitOutcome;
+use fanout_cli::local::{self, PollerOptions};
+use fanout_core::framer::split_all;
+use fanout_core::ledger::JobStatus;
+use fanout_handlers::splitter::SplitOutcome;
 use integration_tests::{MockApi, MockConfig, offsets, pipeline_yaml, stack};
 
 const CSV_FIELDS: &str = "[{name: id, type: integer, required: true}, {name: name}]";
@@ -29,10 +29,12 @@ async fn replay_finishes_dlq_manifests_and_replaces_failures_with_successes() {
     let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 1_500, "")
         .replace("max_attempts: 2", "max_attempts: 1");
     let event = ts.upload("p", &yaml, "in.csv", &data).await;
-    let split =
-        fanout::splitter::handle_s3_event(event, &local::splitter_deps(&ts.config, &ts.stack))
-            .await
-            .unwrap();
+    let split = fanout_handlers::splitter::handle_s3_event(
+        event,
+        &local::splitter_deps(&ts.config, &ts.stack),
+    )
+    .await
+    .unwrap();
     let SplitOutcome::Started { job_id, manifests } = split[0].clone() else {
         panic!("{split:?}")
     };

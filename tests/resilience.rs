@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fanout::aws::breaker::DynamoBreakerStore;
-use fanout::client::ClientStack;
-use fanout::client::breaker::BreakerStateStore;
-use fanout::config::ClientConfig;
-use fanout::ledger::{JobStatus, now_ms};
-use fanout::local::RunReport;
-use fanout::ports::ApiClient;
-use fanout::request::ApiRequest;
+use fanout_aws::breaker::DynamoBreakerStore;
+use fanout_cli::local::RunReport;
+use fanout_client::ClientStack;
+use fanout_client::breaker::BreakerStateStore;
+use fanout_core::config::ClientConfig;
+use fanout_core::ledger::{JobStatus, now_ms};
+use fanout_core::ports::ApiClient;
+use fanout_core::request::ApiRequest;
 use integration_tests::rates::{PER_SEC, per_sec, seconds};
 use integration_tests::{MockApi, MockConfig, TestStack, pipeline_yaml, stack};
 use mock_api::MockStats;
@@ -128,10 +128,13 @@ fn request(url: String) -> ApiRequest {
 
 /// A container's client as the worker builds it: its own breaker, sharing only the table.
 fn container_client(ts: &TestStack) -> ClientStack {
-    let shared = fanout::aws::WorkerClientShared::new(&ts.config, &ts.stack.names.table);
+    let stores = std::sync::Arc::new(fanout_aws::breaker::DynamoBreakerStores::new(
+        fanout_aws::dynamodb_client(&ts.config),
+        &ts.stack.names.table,
+    ));
     ClientStack::builder()
-        .breaker_stores(shared.breakers.factory())
-        .build(fanout::client::http::pooled_client().unwrap())
+        .breaker_stores(worker_lambda::breaker_stores(&stores))
+        .build(fanout_client::http::pooled_client().unwrap())
 }
 
 #[tokio::test]

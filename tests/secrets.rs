@@ -58,7 +58,7 @@ async fn authenticated_api(
 /// logs, results, failed or rejected objects.
 #[tokio::test(flavor = "current_thread")]
 async fn the_api_credential_never_reaches_logs_or_outputs() {
-    use fanout::client::auth::{Credential, StaticCredential};
+    use fanout_client::auth::{Credential, StaticCredential};
     const TOKEN: &str = "tok-3f9a1c-DO-NOT-LOG";
 
     let logs = LogBuffer::default();
@@ -67,7 +67,7 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     // logs, on any thread, is captured. (A thread-local default is not enough when other tests
     // run in the same process: tracing caches each call site's interest process-wide, and a
     // site first reached from another test's thread can stay disabled for this one.)
-    tracing::subscriber::set_global_default(fanout::telemetry::json_subscriber(
+    tracing::subscriber::set_global_default(fanout_handlers::telemetry::json_subscriber(
         tracing_subscriber::EnvFilter::new("info,fanout=trace"),
         move || writer.clone(),
     ))
@@ -77,26 +77,24 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     let (url, authorized) = authenticated_api(TOKEN).await;
     let yaml = pipeline_yaml("csv", &url, CSV_FIELDS, 1000, "");
     let event = ts.upload("secrets", &yaml, "in.csv", &csv(200)).await;
-    let splitter = fanout::local::splitter_deps(&ts.config, &ts.stack);
-    let split = fanout::splitter::handle_s3_event(event, &splitter)
+    let splitter = fanout_cli::local::splitter_deps(&ts.config, &ts.stack);
+    let split = fanout_handlers::splitter::handle_s3_event(event, &splitter)
         .await
         .unwrap();
     let job = match &split[..] {
-        [fanout::splitter::SplitOutcome::Started { job_id, .. }] => job_id.clone(),
+        [fanout_handlers::splitter::SplitOutcome::Started { job_id, .. }] => job_id.clone(),
         other => panic!("{other:?}"),
     };
-    let api = fanout::client::ClientStack::builder()
+    let api = fanout_client::ClientStack::builder()
         .credentials(std::sync::Arc::new(StaticCredential(
             Credential::bearer(TOKEN).unwrap(),
         )))
-        .build(fanout::client::http::pooled_client().unwrap());
+        .build(fanout_client::http::pooled_client().unwrap());
     // The stack's worker wiring (ledger, claims, queue), with this test's API client.
-    let deps = fanout::worker::WorkerDeps {
-        deadline: Some(api.deadline().clone()),
+    let deps = fanout_handlers::worker::WorkerDeps {
+        deadline: api.deadline().clone(),
         api: std::sync::Arc::new(api),
-        limits: None,
-        metrics: None,
-        ..fanout::local::worker_deps(&ts.config, &ts.stack, 1).unwrap()
+        ..fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap()
     };
     // Drain the queue through the worker handler, as Lambda would.
     let sqs = aws_sdk_sqs::Client::new(&ts.config);
@@ -115,7 +113,7 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
                 "Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "eventSource": "aws:sqs"}]
             }))
             .unwrap();
-            let response = fanout::worker::handle_sqs_event(event, &deps).await;
+            let response = fanout_handlers::worker::handle_sqs_event(event, &deps).await;
             assert!(response.batch_item_failures.is_empty());
             sqs.delete_message()
                 .queue_url(&ts.stack.queue_url)

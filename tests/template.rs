@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use fanout::metrics;
+use fanout_core::metrics;
 use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,7 +26,7 @@ fn load_template() -> Value {
 }
 
 fn parse_template(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("template.yaml is valid YAML")
+    serde_norway::from_str(text).expect("template.yaml is valid YAML")
 }
 
 /// The value under a short-form tag (`!Ref X` -> `X`), or the value itself.
@@ -325,7 +325,7 @@ fn metric_name_problems(t: &Value) -> Vec<String> {
         }
         if !known.contains(m.name.as_str()) {
             problems.push(format!(
-                "{}: metric {:?} is not in fanout::metrics::ALL (the code does not emit it)",
+                "{}: metric {:?} is not in fanout_core::metrics::ALL (the code does not emit it)",
                 m.place, m.name
             ));
         }
@@ -501,7 +501,7 @@ fn functions_default_to_arm64_al2023_and_are_built_with_cargo_lambda_from_their_
 #[test]
 fn functions_get_the_environment_the_code_reads() {
     let t = load_template();
-    // fanout::aws::{splitter,worker}_deps_from_env read these.
+    // fanout_aws::{splitter,worker}_deps_from_env read these.
     for (id, vars) in [
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
         (
@@ -604,7 +604,7 @@ fn manifest_queue_visibility_is_six_times_the_worker_timeout_and_redrives() {
     let redrive = get(q, &["RedrivePolicy"]).unwrap();
     assert_eq!(
         get(redrive, &["maxReceiveCount"]).and_then(Value::as_u64),
-        Some(u64::from(fanout::local::MAX_RECEIVE_COUNT)),
+        Some(u64::from(fanout_cli::local::MAX_RECEIVE_COUNT)),
         "the local stack (shared/src/local.rs) mirrors the template"
     );
     let dlq = get(resource(&t, "ManifestDeadLetterQueue"), &["Properties"]).unwrap();

@@ -1,18 +1,22 @@
 //! `fanout`: validate pipeline configs, generate test data, and run jobs on a local stack.
 
-mod dashboard;
-mod generate;
-mod replay;
-mod report;
-mod status;
+mod commands {
+    pub mod dashboard;
+    pub mod generate;
+    pub mod replay;
+    pub mod report;
+    pub mod status;
+}
+
+use commands::{dashboard, generate, replay, report, status};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use fanout::config::PipelineConfig;
-use fanout::local::{self, PollerOptions, StackNames};
+use fanout_cli::local::{self, PollerOptions, StackNames};
+use fanout_core::config::PipelineConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -190,7 +194,7 @@ enum LocalCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fanout::telemetry::init_text("warn");
+    fanout_handlers::telemetry::init_text("warn");
     match Cli::parse().command {
         Command::Validate { file, sample } => validate(&file, sample.as_deref()),
         Command::Generate {
@@ -243,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay { job, prefix } => replay::run(&job, &prefix).await,
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
-                let config = fanout::aws::load_config().await;
+                let config = fanout_aws::load_config().await;
                 let stack = local::ensure_stack(&config, &StackNames::with_prefix(&prefix)).await?;
                 println!(
                     "{}",
@@ -291,7 +295,7 @@ fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
         let data =
             std::fs::read(sample).with_context(|| format!("reading {}", sample.display()))?;
         // Every record is judged as a job would judge it: the same reasons as in rejected/.
-        let check = fanout::check::check_sample(&config, &data, &name)
+        let check = fanout_core::check::check_sample(&config, &data, &name)
             .map_err(|e| anyhow::anyhow!("{}: {e}", sample.display()))?;
         for r in &check.rejected {
             println!(
@@ -342,7 +346,7 @@ async fn run(
         .to_string_lossy()
         .into_owned();
 
-    let config = fanout::aws::load_config().await;
+    let config = fanout_aws::load_config().await;
     let stack = stack.stack(&config).await?;
     local::put_pipeline(&config, &stack.names.bucket, &name, &yaml).await?;
     let key = format!("input/{name}/{file_name}");
@@ -361,7 +365,7 @@ async fn run(
     bar.set_style(ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} manifests  {msg}",
     )?);
-    let progress = |job: &fanout::ledger::JobRecord| {
+    let progress = |job: &fanout_core::ledger::JobRecord| {
         bar.set_length(job.manifests_total.into());
         bar.set_position(job.manifests_done.into());
         let secs = bar.elapsed().as_secs_f64().max(0.001);
@@ -376,7 +380,7 @@ async fn run(
     // SIGTERM or Ctrl-C: the containers stop as at their deadline (what is done is flushed and
     // recorded, the rest continued in the queue), so no half-written output is left; the pollers
     // of the next `fanout local run` on this stack finish the job.
-    let interrupt = fanout::continuation::Interrupt::default();
+    let interrupt = fanout_core::continuation::Interrupt::default();
     let options = PollerOptions {
         interrupt: Some(interrupt.clone()),
         ..options.clone()
@@ -464,7 +468,7 @@ fn print_report(report: &local::RunReport) -> anyhow::Result<()> {
         eprintln!("no job started: {:?}", report.split);
     }
     println!("{line}");
-    if job.is_some_and(|j| j.status == fanout::ledger::JobStatus::Failed) {
+    if job.is_some_and(|j| j.status == fanout_core::ledger::JobStatus::Failed) {
         anyhow::bail!("the job failed");
     }
     Ok(())

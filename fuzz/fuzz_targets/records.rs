@@ -1,9 +1,9 @@
 //! Arbitrary bytes through the range aligner (framer) and the record reader (parser, renderer):
-//! see fanout::fuzzing::exercise for the invariants.
+//! see fanout_core::fuzzing::exercise for the invariants.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    fanout::fuzzing::exercise(data);
+    fanout_core::fuzzing::exercise(data);
 });

@@ -1,16 +1,16 @@
 //! The splitter Lambda: S3 ObjectCreated events in, jobs and manifests out.
-//! It only adapts the event; all logic is in `fanout::splitter`.
+//! It only adapts the event; all logic is in `fanout_handlers::splitter`.
 
 use aws_lambda_events::s3::S3Event;
-use fanout::splitter::handle_s3_event;
+use fanout_handlers::splitter::handle_s3_event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    fanout::telemetry::init_json();
+    fanout_handlers::telemetry::init_json();
     // Clients are built once per cold start and shared by every invocation.
-    let config = fanout::aws::load_config().await;
-    let deps = fanout::aws::splitter_deps_from_env(&config)?;
+    let config = fanout_aws::load_config().await;
+    let deps = splitter_lambda::deps_from_env(&config)?;
     run(service_fn(|event: LambdaEvent<S3Event>| {
         let deps = &deps;
         async move {

@@ -1,16 +1,16 @@
 //! The worker Lambda: SQS batches of manifests in, a partial batch response out, so that only the
-//! failed manifests return to the queue. All logic is in `fanout::worker`.
+//! failed manifests return to the queue. All logic is in `fanout_handlers::worker`.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use fanout::worker::handle_sqs_batch;
+use fanout_handlers::worker::handle_sqs_batch;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    fanout::telemetry::init_json();
+    fanout_handlers::telemetry::init_json();
     // Clients (S3, DynamoDB, the pooled HTTP client) are built once per cold start.
-    let config = fanout::aws::load_config().await;
-    let deps = fanout::aws::worker_deps_from_env(&config)?;
+    let config = fanout_aws::load_config().await;
+    let deps = worker_lambda::deps_from_env(&config)?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deps = &deps;
         // The deadline lets the worker stop in time to flush what it has done and continue the

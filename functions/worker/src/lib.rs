@@ -1,0 +1,111 @@
+//! The worker's wiring: its Lambda environment → the AWS adapters and the API client stack → the
+//! handler's deps. The local runner (`fanout local run`) builds each simulated container through
+//! the same [`container`] function, so what it runs is what Lambda runs.
+
+use std::sync::Arc;
+
+use fanout_aws::breaker::DynamoBreakerStores;
+use fanout_aws::{cloudwatch, dynamo, leaser::DynamoLeaser, required_env, s3, sqs};
+use fanout_client::limiter::source::{FleetLimits, system_clock};
+use fanout_client::{BreakerStoreFactory, ClientStack, TokenSourceFactory};
+use fanout_core::config::ClientConfig;
+use fanout_core::metrics::{CounterDeltas, DimensionSets, WorkerMetrics};
+use fanout_core::ports::BreakerStateStore;
+use fanout_handlers::worker::WorkerDeps;
+
+/// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
+/// holds the rate-limit windows, breaker state and manifest claims), `QUEUE_URL` (for
+/// continuations) and `FLEET_SIZE` (the worker's reserved concurrency, which sizes rate-limit
+/// leases).
+pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDeps> {
+    let fleet_size = match std::env::var("FLEET_SIZE") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("FLEET_SIZE={v:?} is not a whole number"))?,
+        Err(_) => 1,
+    };
+    let container = container(
+        config,
+        &required_env("TABLE_NAME")?,
+        &required_env("QUEUE_URL")?,
+        fleet_size,
+        DimensionSets::PipelineAndAggregate,
+    )?;
+    Ok(container.deps)
+}
+
+/// One worker container: its deps, and the fleet-shared parts of its API client, whose counters
+/// the local runner reads.
+pub struct WorkerContainer {
+    pub deps: WorkerDeps,
+    /// The container's side of the fleet's rate limits (leases in the ledger table).
+    pub limits: Arc<FleetLimits>,
+    /// The breakers' open state, shared through the ledger table.
+    pub breakers: Arc<DynamoBreakerStores>,
+}
+
+/// A worker container's dependencies: S3, the ledger, claims, the queue, CloudWatch (with
+/// `sets`), and the API client stack whose rate limit and breaker state are the fleet-wide ones
+/// kept in the ledger table.
+pub fn container(
+    config: &aws_config::SdkConfig,
+    table: &str,
+    queue_url: &str,
+    fleet_size: u32,
+    sets: DimensionSets,
+) -> anyhow::Result<WorkerContainer> {
+    let ddb = fanout_aws::dynamodb_client(config);
+    let limits = Arc::new(FleetLimits::new(
+        Arc::new(DynamoLeaser::new(ddb.clone(), table)),
+        system_clock(),
+        fleet_size,
+    ));
+    let breakers = Arc::new(DynamoBreakerStores::new(ddb.clone(), table));
+    let api = ClientStack::builder()
+        .token_sources(token_sources(&limits))
+        .breaker_stores(breaker_stores(&breakers))
+        .build(fanout_client::http::pooled_client()?);
+    let counters = {
+        let (client, limits) = (api.counters().clone(), limits.clone());
+        Arc::new(move || CounterDeltas {
+            client: client.snapshot(),
+            tokens_leased: limits.totals().2,
+        })
+    };
+    let metrics = WorkerMetrics::new(
+        Arc::new(cloudwatch::CloudWatchSink::new(
+            fanout_aws::cloudwatch_client(config),
+        )),
+        sets,
+        counters,
+    );
+    let ledger = Arc::new(dynamo::DynamoLedger::new(ddb, table));
+    let deps = WorkerDeps {
+        store: Arc::new(s3::S3Store::new(fanout_aws::s3_client(config))),
+        ledger: ledger.clone(),
+        claims: ledger,
+        queue: Arc::new(sqs::SqsQueue::new(
+            fanout_aws::sqs_client(config),
+            queue_url,
+        )),
+        deadline: api.deadline().clone(),
+        api: Arc::new(api),
+        metrics: Arc::new(metrics),
+    };
+    Ok(WorkerContainer {
+        deps,
+        limits,
+        breakers,
+    })
+}
+
+/// Each pipeline's token source is its fleet-wide limit.
+pub fn token_sources(limits: &Arc<FleetLimits>) -> TokenSourceFactory {
+    limits.factory()
+}
+
+/// Each pipeline's breaker shares its open state through its item in the ledger table.
+pub fn breaker_stores(stores: &Arc<DynamoBreakerStores>) -> BreakerStoreFactory {
+    let stores = stores.clone();
+    Arc::new(move |config: &ClientConfig| stores.store_for(config) as Arc<dyn BreakerStateStore>)
+}

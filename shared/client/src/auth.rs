@@ -1,0 +1,256 @@
+//! Auth: sets a header from a [`CredentialSource`] on every attempt.
+//!
+//! It is the innermost layer so the credential is fetched per attempt, right before sending:
+//! a token that was rotated or refreshed while an earlier attempt was failing or waiting for
+//! its backoff applies to the next one. The credential rides on the [`ApiCall`] of that attempt
+//! only; the retry layer keeps its own copy of the call without it.
+//!
+//! The value must never reach a log: [`Credential`]'s `Debug` redacts it, and its header value
+//! is marked sensitive so HTTP/2 never puts it in the HPACK table.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderName, HeaderValue, InvalidHeaderValue};
+use tower::{Layer, Service, ServiceExt};
+
+use super::{ApiCall, ApiResponse, CallFuture, ClientError};
+
+/// One header that authenticates a request, e.g. `Authorization: Bearer …`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+impl Credential {
+    pub fn new(name: HeaderName, value: &str) -> Result<Self, InvalidHeaderValue> {
+        let mut value = HeaderValue::from_str(value)?;
+        value.set_sensitive(true);
+        Ok(Self { name, value })
+    }
+
+    pub fn bearer(token: &str) -> Result<Self, InvalidHeaderValue> {
+        Self::new(reqwest::header::AUTHORIZATION, &format!("Bearer {token}"))
+    }
+
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// For the http layer only; everything else should treat the value as opaque.
+    pub(crate) fn value(&self) -> &HeaderValue {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where credentials come from: a static secret, or a token that is refreshed before it
+/// expires (the implementation caches; this is called once per attempt).
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    async fn credential(&self) -> anyhow::Result<Credential>;
+}
+
+/// A credential that never changes (e.g. an API key read at cold start).
+#[derive(Clone, Debug)]
+pub struct StaticCredential(pub Credential);
+
+#[async_trait]
+impl CredentialSource for StaticCredential {
+    async fn credential(&self) -> anyhow::Result<Credential> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Adds the credential from `source`; with no source, passes calls through unchanged.
+#[derive(Clone)]
+pub struct AuthLayer {
+    source: Option<Arc<dyn CredentialSource>>,
+}
+
+impl AuthLayer {
+    pub fn new(source: Option<Arc<dyn CredentialSource>>) -> Self {
+        Self { source }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            source: self.source.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    source: Option<Arc<dyn CredentialSource>>,
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("credentials", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .field("credentials", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl<S> Service<ApiCall> for Auth<S>
+where
+    S: Service<ApiCall, Response = ApiResponse, Error = ClientError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = ApiResponse;
+    type Error = ClientError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut call: ApiCall) -> CallFuture {
+        let inner = self.inner.clone();
+        let source = self.source.clone();
+        Box::pin(async move {
+            if let Some(source) = source {
+                let credential = source
+                    .credential()
+                    .await
+                    .map_err(|e| ClientError::Credentials(format!("{e:#}")))?;
+                call.credential = Some(credential);
+            }
+            inner.oneshot(call).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use tower::retry::budget::TpsBudget;
+
+    use super::*;
+    use crate::ClientCounters;
+    use crate::retry::{RetryPolicy, RetrySettings};
+    use crate::testing::{Scripted, call, status};
+
+    /// Hands out a new token on every call, like a source whose token keeps expiring.
+    #[derive(Debug, Default)]
+    struct Rotating(AtomicU32);
+
+    #[async_trait]
+    impl CredentialSource for Rotating {
+        async fn credential(&self) -> anyhow::Result<Credential> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Credential::bearer(&format!("secret-{n}"))?)
+        }
+    }
+
+    fn sent_token(inner: &Scripted, i: usize) -> String {
+        let seen = inner.seen.lock().unwrap();
+        let c = seen[i].credential.as_ref().expect("a credential");
+        c.value().to_str().unwrap().to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_carries_a_freshly_fetched_credential() {
+        let inner = Scripted::new(vec![status(401), status(503), status(200)]);
+        let retry = RetryPolicy::new(
+            RetrySettings {
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(100),
+                retry_after_max: Duration::from_secs(1),
+            },
+            Arc::new(TpsBudget::new(Duration::from_secs(10), 100, 1.0)),
+            Arc::new(ClientCounters::default()),
+        );
+        let auth = AuthLayer::new(Some(Arc::new(Rotating::default())));
+        let svc = retry.layer().layer(auth.layer(inner.clone()));
+
+        // 401 is not retried: a second call, whose first attempt is a 503.
+        assert_eq!(svc.clone().oneshot(call()).await.unwrap().status, 401);
+        assert_eq!(svc.oneshot(call()).await.unwrap().status, 200);
+
+        assert_eq!(sent_token(&inner, 0), "Bearer secret-1");
+        assert_eq!(sent_token(&inner, 1), "Bearer secret-2");
+        assert_eq!(sent_token(&inner, 2), "Bearer secret-3");
+    }
+
+    #[tokio::test]
+    async fn no_source_sends_no_credential() {
+        let inner = Scripted::new(vec![status(200)]);
+        AuthLayer::new(None)
+            .layer(inner.clone())
+            .oneshot(call())
+            .await
+            .unwrap();
+        assert!(inner.seen.lock().unwrap()[0].credential.is_none());
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+
+    #[async_trait]
+    impl CredentialSource for Failing {
+        async fn credential(&self) -> anyhow::Result<Credential> {
+            anyhow::bail!("secret not found")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_sends_nothing() {
+        let inner = Scripted::new(vec![status(200)]);
+        let result = AuthLayer::new(Some(Arc::new(Failing)))
+            .layer(inner.clone())
+            .oneshot(call())
+            .await;
+        assert_eq!(
+            result,
+            Err(ClientError::Credentials("secret not found".into()))
+        );
+        assert_eq!(inner.calls(), 0);
+    }
+
+    #[test]
+    fn the_value_never_shows_in_debug_output() {
+        let credential = Credential::bearer("hunter2").unwrap();
+        let mut c = call();
+        c.credential = Some(credential.clone());
+        for text in [
+            format!("{credential:?}"),
+            format!("{:?}", StaticCredential(credential.clone())),
+            format!("{c:?}"),
+            format!("{c:#?}"),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("authorization"), "{text}");
+        }
+        assert!(credential.value().is_sensitive());
+    }
+}

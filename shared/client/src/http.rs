@@ -1,0 +1,261 @@
+//! The innermost service: one attempt over reqwest.
+//!
+//! Sends the [`ApiCall`]'s request (with the auth layer's credential, replacing any header of
+//! the same name), keeps at most `max_body` bytes of the response, and classifies failures:
+//! [`ClientError::Connect`] when no connection was made (safe to retry: nothing was sent),
+//! [`ClientError::Timeout`] for reqwest's own timeouts, [`ClientError::InvalidRequest`] for a
+//! request that cannot be built, and [`ClientError::Transport`] for the rest.
+//!
+//! No timeout is set here: the timeout layer bounds the whole attempt, body included.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tower::Service;
+
+use super::{ApiCall, ApiResponse, CallFuture, ClientError};
+
+/// Past this much body the rest is not read: dropping the connection is cheaper than
+/// draining a runaway response to keep it for reuse.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// One client per container: its pool keeps connections alive across calls and invocations,
+/// and HTTP/2 is used when the API offers it (ALPN).
+pub fn pooled_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("s3-api-fanout/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpService {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl HttpService {
+    pub fn new(client: reqwest::Client, max_body: usize) -> Self {
+        Self { client, max_body }
+    }
+}
+
+impl Service<ApiCall> for HttpService {
+    type Response = ApiResponse;
+    type Error = ClientError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ApiCall) -> CallFuture {
+        let client = self.client.clone();
+        let max_body = self.max_body;
+        Box::pin(async move { send(&client, &call, max_body).await })
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    call: &ApiCall,
+    max_body: usize,
+) -> Result<ApiResponse, ClientError> {
+    let req = &call.request;
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
+    for (name, value) in &req.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(c) = &call.credential {
+        headers.insert(c.name().clone(), c.value().clone());
+    }
+    let mut builder = client
+        .request(req.method.clone(), &req.url)
+        .headers(headers);
+    if let Some(body) = &req.body {
+        builder = builder.body(body.clone());
+    }
+    let mut response = builder.send().await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let mut body = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        seen += chunk.len();
+        let room = max_body.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    Ok(ApiResponse {
+        status,
+        truncated: seen > body.len(),
+        body: body.freeze(),
+        retry_after,
+    })
+}
+
+/// Retry-After in seconds. The HTTP-date form is not supported: the call then falls back to
+/// its own backoff, which is still bounded.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn classify(e: reqwest::Error) -> ClientError {
+    let text = error_chain(&e);
+    if e.is_builder() {
+        ClientError::InvalidRequest(text)
+    } else if e.is_connect() {
+        ClientError::Connect(text)
+    } else if e.is_timeout() {
+        ClientError::Timeout { after: None }
+    } else {
+        ClientError::Transport(text)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::Credential;
+    use crate::testing::{reply, serve};
+    use fanout_core::request::ApiRequest;
+
+    fn call_to(url: &str, headers: &[(&str, &str)]) -> ApiCall {
+        ApiCall::new(ApiRequest {
+            method: reqwest::Method::GET,
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+            body: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn reads_status_body_and_retry_after() {
+        let (url, _) = serve(reply(
+            "429 Too Many Requests",
+            "retry-after: 3\r\n",
+            "slow down",
+        ))
+        .await;
+        let svc = HttpService::new(reqwest::Client::new(), 1024);
+
+        let r = svc.oneshot(call_to(&url, &[])).await.unwrap();
+
+        assert_eq!(r.status, 429);
+        assert_eq!(&r.body[..], b"slow down");
+        assert!(!r.truncated);
+        assert_eq!(r.retry_after, Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn caps_the_body_and_says_so() {
+        let (url, _) = serve(reply("200 OK", "", &"x".repeat(5000))).await;
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+
+        let r = svc.oneshot(call_to(&url, &[])).await.unwrap();
+
+        assert_eq!(r.body.len(), 100);
+        assert!(r.truncated);
+        assert_eq!(r.retry_after, None);
+    }
+
+    #[tokio::test]
+    async fn the_credential_replaces_a_header_of_the_same_name() {
+        let (url, mut requests) = serve(reply("200 OK", "", "")).await;
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+        let mut call = call_to(&url, &[("authorization", "stale"), ("x-source", "fanout")]);
+        call.credential = Some(Credential::bearer("fresh").unwrap());
+
+        svc.oneshot(call).await.unwrap();
+
+        let request = requests.recv().await.unwrap().to_ascii_lowercase();
+        assert!(
+            request.contains("authorization: bearer fresh\r\n"),
+            "{request}"
+        );
+        assert!(!request.contains("stale"), "{request}");
+        assert!(request.contains("x-source: fanout\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        // Bind then drop: the port is free, so nothing listens there.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+
+        let result = svc.oneshot(call_to(&format!("http://{addr}/"), &[])).await;
+
+        assert!(matches!(result, Err(ClientError::Connect(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_mid_body_is_a_transport_error() {
+        let (url, _) = serve(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\npartial".to_vec(),
+        )
+        .await;
+        let svc = HttpService::new(reqwest::Client::new(), 1024);
+
+        let result = svc.oneshot(call_to(&url, &[])).await;
+
+        assert!(
+            matches!(result, Err(ClientError::Transport(_))),
+            "{result:?}"
+        );
+        assert!(!result.unwrap_err().to_string().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unbuildable_request_is_invalid() {
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+        let result = svc.oneshot(call_to("not a url", &[])).await;
+        assert!(
+            matches!(result, Err(ClientError::InvalidRequest(_))),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_only() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn pooled_client_builds() {
+        pooled_client().unwrap();
+    }
+}

@@ -1,0 +1,44 @@
+//! The pure core of s3-api-fanout: what a job is, planned and accounted for, without I/O.
+//!
+//! | module | idea |
+//! | --- | --- |
+//! | [`config`] | the pipeline config: its schema, defaults and validation |
+//! | [`template`] | `{field}` placeholders in URLs, headers and bodies |
+//! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
+//! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
+//! | [`request`] | a record rendered into an HTTP request |
+//! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
+//! | [`manifest`] | a unit of work on the queue, and every object key of a job |
+//! | [`continuation`] | cutting a manifest at a deadline, and the stop times of an invocation |
+//! | [`claims`] | manifest claims: outcomes and lengths |
+//! | [`ledger`] | job and manifest records, counts, statuses |
+//! | [`tolerance`] | when a job's failures stop it |
+//! | [`output`] | result, failed and rejected lines |
+//! | [`summary`] | the job summary, built from the ledger |
+//! | [`latency`] | latency histograms and percentiles |
+//! | [`metrics`] | metric names, datums and their batching |
+//! | [`ports`] | one small trait per external capability; adapters implement them |
+//!
+//! Nothing here links an AWS SDK or an HTTP client: the adapters (`fanout-aws`), the API client
+//! (`fanout-client`) and the handlers (`fanout-handlers`) depend on this crate, never the
+//! other way round.
+
+pub mod check;
+pub mod claims;
+pub mod config;
+pub mod continuation;
+pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod latency;
+pub mod ledger;
+pub mod manifest;
+pub mod metrics;
+pub mod output;
+pub mod ports;
+pub mod range;
+pub mod record;
+pub mod request;
+pub mod summary;
+pub mod template;
+pub mod tolerance;

@@ -1,0 +1,17 @@
+//! The handlers of s3-api-fanout: they adapt events (S3 uploads, SQS batches, a replay request)
+//! to the core, through the ports, with the API client.
+//!
+//! | module | handles |
+//! | --- | --- |
+//! | [`splitter`] | an S3 upload: plan the ranges, enqueue the manifests, open the job |
+//! | [`worker`] | an SQS batch of manifests: read → call → commit → after |
+//! | [`replay`] | a finished job's dead letters and failed records, sent again |
+//! | [`telemetry`] | JSON logs for Lambda, text for a terminal |
+//! | [`fakes`] | in-memory fakes of every port, shared by the handlers' unit tests |
+//!
+//! No AWS SDK here: the function binaries (`functions/`) wire the AWS adapters into the deps.
+
+pub mod replay;
+pub mod splitter;
+pub mod telemetry;
+pub mod worker;

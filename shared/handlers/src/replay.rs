@@ -1,0 +1,322 @@
+//! Replay: a new attempt at a finished job's failures, under the same job id.
+//!
+//! 1. Manifests in the dead-letter queue that belong to the job are worked like any delivery
+//!    (claim, process, record), and deleted from the DLQ once done. This is what finishes a job
+//!    left RUNNING by a manifest that failed five times (or by Lambda's recursive-loop stop).
+//! 2. Every record in `failed/<job>/` is sent again (same idempotency key: `<job>-<offset>`). One
+//!    that now succeeds moves to its unit's `results/` part; one that fails again stays in
+//!    `failed/` with its new error. Each unit's ledger record is then set to the counts of its
+//!    part files, the job's counters to the sum of the units', and the summary is rewritten.
+//!
+//! Crash-safe by re-running: the results part is written before the failed part, and a failed
+//! line whose offset is already in the results is dropped rather than sent again; the counts are
+//! set (not added) from the objects, so a second run after a crash converges on the same state.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::worker::{self, Handled, WorkerDeps};
+use fanout_core::config::{InputFormat, PipelineConfig};
+use fanout_core::ledger::{Counts, ManifestRecord};
+use fanout_core::manifest::{Manifest, keys};
+use fanout_core::output::{FailedLine, ResultLine};
+use fanout_core::request::compile;
+use std::sync::Arc;
+
+use fanout_core::ports::{DeadLetterQueue, LedgerRepair};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    pub job_id: String,
+    /// DLQ manifests of the job worked (and deleted from the DLQ).
+    pub dlq_manifests: u32,
+    /// DLQ manifests of the job left there (held by another invocation, or failing again).
+    pub dlq_left: u32,
+    /// failed/ records sent again.
+    pub replayed: u64,
+    pub now_succeeded: u64,
+    pub still_failed: u64,
+}
+
+/// What a replay needs: a worker's deps (to work DLQ manifests and call the API), the ledger's
+/// repair side (counts set from the parts) and the dead-letter queue.
+#[derive(Clone)]
+pub struct ReplayDeps {
+    pub worker: WorkerDeps,
+    pub repair: Arc<dyn LedgerRepair>,
+    pub dead_letters: Arc<dyn DeadLetterQueue>,
+}
+
+/// Replays job `job_id` of `bucket`: its DLQ manifests first, then its failed records.
+pub async fn replay(job_id: &str, bucket: &str, deps: &ReplayDeps) -> anyhow::Result<ReplayReport> {
+    let mut report = ReplayReport {
+        job_id: job_id.to_string(),
+        ..Default::default()
+    };
+    replay_dead_letters(job_id, deps, &mut report).await?;
+    replay_failed(job_id, bucket, deps, &mut report).await?;
+    Ok(report)
+}
+
+/// Works the job's manifests found in the dead-letter queue, deleting each one done.
+pub async fn replay_dead_letters(
+    job_id: &str,
+    deps: &ReplayDeps,
+    report: &mut ReplayReport,
+) -> anyhow::Result<()> {
+    let dlq = deps.dead_letters.as_ref();
+    let mut seen = BTreeSet::new();
+    loop {
+        let messages = dlq.receive().await?;
+        if messages.is_empty() || messages.iter().all(|m| seen.contains(&m.id)) {
+            return Ok(());
+        }
+        for m in messages {
+            seen.insert(m.id.clone());
+            let done = match serde_json::from_str::<Manifest>(&m.body) {
+                Ok(manifest) if manifest.job_id == job_id => {
+                    match worker::handle_manifest(&manifest, &deps.worker, None).await {
+                        Ok(Handled::Processed(_)) | Ok(Handled::AlreadyDone) => {
+                            report.dlq_manifests += 1;
+                            true
+                        }
+                        Ok(Handled::HeldByOther) => {
+                            report.dlq_left += 1;
+                            false
+                        }
+                        Err(e) => {
+                            warn!(
+                                job_id,
+                                unit = manifest.unit_id(),
+                                error = format!("{e:#}"),
+                                "DLQ manifest failed again; left in the DLQ"
+                            );
+                            report.dlq_left += 1;
+                            false
+                        }
+                    }
+                }
+                // Another job's, or not a manifest: not ours to touch.
+                _ => false,
+            };
+            let result = if done {
+                dlq.delete(&m.receipt).await
+            } else {
+                dlq.release(&m.receipt).await
+            };
+            if let Err(e) = result {
+                warn!(
+                    job_id,
+                    error = format!("{e:#}"),
+                    "DLQ message not deleted/returned"
+                );
+            }
+        }
+    }
+}
+
+/// Sends the job's failed/ records again and rewrites its parts, ledger counts and summary. The
+/// job must be final (COMPLETED, or FAILED after its failure tolerance).
+pub async fn replay_failed(
+    job_id: &str,
+    bucket: &str,
+    deps: &ReplayDeps,
+    report: &mut ReplayReport,
+) -> anyhow::Result<()> {
+    let ledger = deps.worker.ledger.as_ref();
+    let store = deps.worker.store.as_ref();
+    let job = ledger
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("job {job_id} not found in the ledger"))?;
+    anyhow::ensure!(
+        job.status.is_final(),
+        "job {job_id} is {}: replay it once it has finished (its DLQ manifests are replayed first)",
+        job.status.as_str()
+    );
+    let source = format!("s3://{bucket}/{}", keys::pipeline_config(&job.pipeline));
+    let text = store
+        .get_small(bucket, &keys::pipeline_config(&job.pipeline))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{source}: pipeline config not found"))?;
+    let config = PipelineConfig::from_yaml(&source, std::str::from_utf8(&text)?)?;
+    let header = match config.input.format {
+        InputFormat::Jsonl => None,
+        InputFormat::Csv => {
+            let head = store
+                .head(bucket, &job.key, job.version_id.as_deref())
+                .await?;
+            crate::splitter::read_preamble(bucket, &job.key, &head, &config, store)
+                .await?
+                .map_err(|e| anyhow::anyhow!("s3://{bucket}/{}: {e}", job.key))?
+                .1
+        }
+    };
+    let (mut parser, renderer) = compile(&config, header.as_deref(), &source)?;
+    let mut units = ledger.manifests(job_id).await?;
+    units.retain(|m| m.counts.failed > 0);
+    for unit in units {
+        replay_unit(
+            job_id,
+            bucket,
+            &unit,
+            &config,
+            &mut parser,
+            &renderer,
+            deps,
+            report,
+        )
+        .await?;
+    }
+    let mut total = Counts::default();
+    for m in ledger.manifests(job_id).await? {
+        total.add(&m.counts);
+    }
+    deps.repair.set_job_counts(job_id, &total).await?;
+    fanout_core::summary::write_summary(job_id, bucket, store, ledger).await?;
+    info!(job_id, ?report, "replay done; summary rewritten");
+    Ok(())
+}
+
+fn jsonl(body: Option<Vec<u8>>) -> anyhow::Result<Vec<Value>> {
+    body.unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Ok(serde_json::from_slice(l)?))
+        .collect()
+}
+
+fn to_body(mut lines: Vec<Value>) -> anyhow::Result<Vec<u8>> {
+    lines.sort_by_key(|l| l["offset"].as_u64());
+    let mut out = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut out, &l)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replay_unit(
+    job_id: &str,
+    bucket: &str,
+    unit: &ManifestRecord,
+    config: &PipelineConfig,
+    parser: &mut fanout_core::record::RecordParser,
+    renderer: &fanout_core::request::RequestRenderer,
+    deps: &ReplayDeps,
+    report: &mut ReplayReport,
+) -> anyhow::Result<()> {
+    let store = deps.worker.store.as_ref();
+    let id = keys::unit(unit.seq, unit.part);
+    let (results_key, failed_key) = (
+        keys::results_unit(job_id, &id),
+        keys::failed_unit(job_id, &id),
+    );
+    let mut results = jsonl(store.get_small(bucket, &results_key).await?)?;
+    let failed = jsonl(store.get_small(bucket, &failed_key).await?)?;
+    let done: BTreeSet<u64> = results
+        .iter()
+        .filter_map(|l| l["offset"].as_u64())
+        .collect();
+    // A line already in the results is a success an interrupted replay did not clear from failed/.
+    let todo: Vec<(u64, String)> = failed
+        .iter()
+        .filter_map(|l| Some((l["offset"].as_u64()?, l["record"].as_str()?.to_string())))
+        .filter(|(o, _)| !done.contains(o))
+        .collect();
+    let policy = &config.client;
+    // Parsing is sequential (the parser keeps buffers); the calls run `concurrency` at a time.
+    let prepared: Vec<_> = todo
+        .into_iter()
+        .map(|(offset, record)| {
+            let request = parser
+                .parse(record.as_bytes())
+                .and_then(|v| renderer.render(&v, job_id, offset));
+            (offset, record, request)
+        })
+        .collect();
+    let outcomes: Vec<(u64, String, Result<fanout_core::ports::CallOutcome, String>)> =
+        futures::stream::iter(prepared)
+            .map(|(offset, record, request)| async move {
+                let outcome = match request {
+                    Ok(r) => Ok(deps.worker.api.call(&r, policy).await),
+                    Err(reason) => Err(reason),
+                };
+                (offset, record, outcome)
+            })
+            .buffer_unordered(policy.concurrency)
+            .collect()
+            .await;
+    let mut still_failed = Vec::new();
+    for (offset, record, outcome) in outcomes {
+        report.replayed += 1;
+        match outcome {
+            Ok(out) if out.succeeded() => {
+                report.now_succeeded += 1;
+                results.push(serde_json::to_value(ResultLine::new(offset, &out))?);
+            }
+            Ok(out) => {
+                report.still_failed += 1;
+                still_failed.push(serde_json::to_value(FailedLine::new(
+                    offset,
+                    record.as_bytes(),
+                    &out,
+                ))?);
+            }
+            Err(reason) => {
+                report.still_failed += 1;
+                let line = serde_json::to_value(FailedLine::new(
+                    offset,
+                    record.as_bytes(),
+                    &fanout_core::ports::CallOutcome {
+                        status: None,
+                        body: bytes::Bytes::new(),
+                        body_truncated: false,
+                        latency: std::time::Duration::ZERO,
+                        attempts: 0,
+                        error: Some(reason),
+                    },
+                ))?;
+                still_failed.push(line);
+            }
+        }
+    }
+    let counts = Counts {
+        succeeded: results.len() as u64,
+        failed: still_failed.len() as u64,
+        ..unit.counts
+    };
+    // Results first: a crash between the two writes leaves a success in both parts, which the
+    // next replay clears from failed/ without sending it.
+    store
+        .put(
+            bucket,
+            &results_key,
+            to_body(results)?,
+            "application/x-ndjson",
+        )
+        .await?;
+    if still_failed.is_empty() {
+        store.delete(bucket, &failed_key).await?;
+    } else {
+        store
+            .put(
+                bucket,
+                &failed_key,
+                to_body(still_failed)?,
+                "application/x-ndjson",
+            )
+            .await?;
+    }
+    anyhow::ensure!(
+        counts.reconciles(),
+        "unit {id}: {counts:?} does not reconcile after replay"
+    );
+    deps.repair
+        .set_manifest_counts(job_id, unit.seq, unit.part, &counts)
+        .await
+}
