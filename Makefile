@@ -10,28 +10,46 @@ demo: setup
 	cargo build --release --locked -p fanout -p mock-api
 	RECORDS=$(RECORDS) WORKERS=$(WORKERS) scripts/with-stack.sh scripts/demo.sh
 
-## test: every check and test: formatting, clippy, unit, property and end-to-end tests on the local
-## stack, the template's static checks (sam validate --lint, cfn-lint, checkov, tests/template.rs),
-## the template built (sam build --config-env local: x86_64, see samconfig.toml), deployed into the
-## local AWS, read back and given a job, and events/ run through the Lambda binaries (cargo lambda).
-## The steady-rate load test (tests/limit.rs) gets a local AWS of its own, with CloudWatch in a
+## test: every check and test, each phase timed (scripts/phase.sh; the table at the end, and in
+## .local/phases.tsv): formatting and clippy; the Lambda binaries' dependency graph (no local
+## tooling, infra/check-deps.sh); the workspace's test build; unit and property tests of every
+## crate, the mock API's and the template's static checks (infra/template-tests); the end-to-end
+## suite on the local stack (tests/e2e, one binary, run in four processes: see tests/e2e/main.rs);
+## sam validate --lint, cfn-lint and checkov; the template built (sam build --config-env local:
+## x86_64, see samconfig.toml), deployed into the local AWS, read back and given a job; and the
+## events/ run through the Lambda binaries (cargo lambda).
+## Every cargo command selects the whole workspace (--workspace with target filters), so the
+## features cargo unifies are the same each time and nothing is compiled twice.
+## The steady-rate load test (tests/e2e/limit.rs) gets a local AWS of its own, with CloudWatch in a
 ## second moto (FANOUT_CLOUDWATCH_APART, see scripts/with-stack.sh): moto's PutMetricData slows as
 ## the metric data it stores grows (0.3-0.6 s per call after the fault suite), and holds the
 ## interpreter lock every moto service shares, which delays the rate limiter's DynamoDB writes and
 ## takes the fleet below its rate. Real CloudWatch and DynamoDB share no such lock.
-test: setup lint
-	scripts/with-stack.sh cargo test --workspace --locked -- --skip eight_containers_share_one_limit
-	FANOUT_CLOUDWATCH_APART=1 scripts/with-stack.sh cargo test --locked -p integration-tests --test limit
-	FANOUT_TEMPLATE_TEST_DONE=1 infra/check.sh
-	infra/deploy-local.sh
-	scripts/with-stack.sh infra/invoke-local.sh
+E2E := cargo test --workspace --locked --test e2e
+test: setup
+	@rm -f .local/phases.tsv
+	scripts/phase.sh lint $(MAKE) --no-print-directory lint
+	scripts/phase.sh deps infra/check-deps.sh
+	scripts/phase.sh compile cargo test --workspace --locked --no-run
+	scripts/phase.sh unit cargo test --workspace --locked --lib --bins --test template --test mock
+	scripts/phase.sh doc cargo test --workspace --locked --doc
+	scripts/phase.sh integration scripts/with-stack.sh $(E2E) --test status_json -- \
+		--skip secrets:: --skip resilience:: --skip limit::
+	scripts/phase.sh secrets scripts/with-stack.sh $(E2E) secrets::
+	scripts/phase.sh load-resilience scripts/with-stack.sh $(E2E) resilience::
+	FANOUT_CLOUDWATCH_APART=1 scripts/phase.sh load-limit scripts/with-stack.sh $(E2E) limit::
+	FANOUT_TEMPLATE_TEST_DONE=1 scripts/phase.sh infra-check infra/check.sh
+	scripts/phase.sh infra-build infra/build.sh --config-env local
+	scripts/phase.sh deploy scripts/with-stack.sh infra/deploy-local.sh --deploy
+	scripts/phase.sh events scripts/with-stack.sh infra/invoke-local.sh
+	@scripts/phase.sh --report
 
 ## test-faults: the fault-injection suite (tests/faults.rs, also part of `make test`) alone; each
 ## scenario checks every record exactly once. Last line is JSON: scenarios, records in, lost, duplicated.
 test-faults: setup
 	@mkdir -p .local && rm -f .local/faults.jsonl
 	FANOUT_FAULTS_OUT=$(CURDIR)/.local/faults.jsonl scripts/with-stack.sh \
-		cargo test --locked -p integration-tests --test faults; rc=$$?; \
+		cargo test --workspace --locked --test e2e faults::; rc=$$?; \
 	python3 -c 'import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(json.dumps({"scenarios": len(rows), "records_in": sum(r["records_in"] for r in rows), "records_lost": sum(r["records_lost"] for r in rows), "records_duplicated": sum(r["records_duplicated"] for r in rows)}))' .local/faults.jsonl; \
 	exit $$rc
 
@@ -59,14 +77,14 @@ lint:
 
 ## bench: criterion benchmarks (reader throughput, request rendering).
 bench:
-	cargo bench -p fanout-shared --bench throughput
+	cargo bench -p fanout-core --bench throughput
 
 ## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
 	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl FANOUT_CLOUDWATCH_APART=1 scripts/with-stack.sh \
-		cargo test --release --locked -p integration-tests --test limit --test resilience -- --nocapture
+		cargo test --release --workspace --locked --test e2e -- --nocapture limit:: resilience::
 	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 
 clean:

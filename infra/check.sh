@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of template.yaml, no AWS and no emulator needed:
 #   sam validate --lint, cfn-lint (no error, no warning), checkov (no failed check), and the Rust
-#   test tests/template.rs (metric names against shared/src/metrics.rs, env vars, keys, IAM, ...).
+#   test infra/template-tests/template.rs (metric names against shared/core/src/metrics.rs, env vars,
+#   keys, IAM, ...).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo"
@@ -14,5 +15,5 @@ step "checkov" "$checkov_venv/bin/checkov" --file template.yaml --framework clou
 # `make test` has just run it in `cargo test --workspace`; a second run with `-p` would rebuild
 # dependencies with other features (minutes), so it says so.
 if [ -z "${FANOUT_TEMPLATE_TEST_DONE:-}" ]; then
-  step "tests/template.rs" cargo test --locked -p integration-tests --test template
+  step "infra/template-tests" cargo test --locked -p template-tests
 fi

@@ -82,8 +82,8 @@ pub const VISIBILITY_SECS: u64 = fanout_core::claims::QUEUE_VISIBILITY_SECS;
 /// A manifest the handler reported as failed becomes visible again after this long. Lambda waits
 /// for the visibility timeout; local runs retry sooner so that a transient fault costs seconds.
 pub const LOCAL_RETRY_DELAY_SECS: i32 = 5;
-/// Receives before a manifest goes to the DLQ.
-pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Receives before a manifest goes to the DLQ (the template's `maxReceiveCount`).
+pub const MAX_RECEIVE_COUNT: u32 = fanout_core::claims::MAX_RECEIVE_COUNT;
 /// The worker's timeout, template.yaml's default: each local invocation gets this deadline, as a
 /// Lambda invocation does.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(300);

@@ -41,3 +41,7 @@ pub const QUEUE_VISIBILITY_SECS: u64 = 1800;
 pub fn new_holder() -> String {
     format!("h-{:016x}", rand::random::<u64>())
 }
+
+/// Receives of a manifest before SQS moves it to the dead-letter queue (the template's
+/// `maxReceiveCount`; the local runner's queue uses it too).
+pub const MAX_RECEIVE_COUNT: u32 = 5;

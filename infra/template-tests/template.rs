@@ -1,7 +1,7 @@
 //! template.yaml against the code: metric names (both ways), environment variables, ledger keys,
 //! queue settings, build settings, least-privilege IAM and alarms. Runs without AWS or moto.
 //!
-//! The template uses CloudFormation's short-form tags (`!Ref`, `!Sub`, ...): serde_yaml reads them
+//! The template uses CloudFormation's short-form tags (`!Ref`, `!Sub`, ...): serde_norway reads them
 //! as tagged values, which [`untag`] looks through.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,9 +13,9 @@ use serde_norway::Value;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
 }
 
 fn load_template() -> Value {
@@ -501,7 +501,7 @@ fn functions_default_to_arm64_al2023_and_are_built_with_cargo_lambda_from_their_
 #[test]
 fn functions_get_the_environment_the_code_reads() {
     let t = load_template();
-    // fanout_aws::{splitter,worker}_deps_from_env read these.
+    // functions/{splitter,worker}/src/lib.rs (deps_from_env) read these.
     for (id, vars) in [
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
         (
@@ -604,7 +604,7 @@ fn manifest_queue_visibility_is_six_times_the_worker_timeout_and_redrives() {
     let redrive = get(q, &["RedrivePolicy"]).unwrap();
     assert_eq!(
         get(redrive, &["maxReceiveCount"]).and_then(Value::as_u64),
-        Some(u64::from(fanout_cli::local::MAX_RECEIVE_COUNT)),
+        Some(u64::from(fanout_core::claims::MAX_RECEIVE_COUNT)),
         "the local stack (shared/src/local.rs) mirrors the template"
     );
     let dlq = get(resource(&t, "ManifestDeadLetterQueue"), &["Properties"]).unwrap();
