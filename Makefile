@@ -44,7 +44,7 @@ test: setup
 	scripts/phase.sh events scripts/with-stack.sh infra/invoke-local.sh
 	@scripts/phase.sh --report
 
-## test-faults: the fault-injection suite (tests/faults.rs, also part of `make test`) alone; each
+## test-faults: the fault-injection suite (tests/e2e/faults.rs, also part of `make test`) alone; each
 ## scenario checks every record exactly once. Last line is JSON: scenarios, records in, lost, duplicated.
 test-faults: setup
 	@mkdir -p .local && rm -f .local/faults.jsonl

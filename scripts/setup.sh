@@ -4,7 +4,7 @@
 # Idempotent: does nothing when requirements-dev.txt has not changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Headless Chromium renders the job report in the tests (tests/observe.rs): Debian's package.
+# Headless Chromium renders the job report in the tests (tests/e2e/observe.rs): Debian's package.
 if [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing chromium (apt-get)" >&2
   apt-get update -qq

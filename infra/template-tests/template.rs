@@ -605,7 +605,7 @@ fn manifest_queue_visibility_is_six_times_the_worker_timeout_and_redrives() {
     assert_eq!(
         get(redrive, &["maxReceiveCount"]).and_then(Value::as_u64),
         Some(u64::from(fanout_core::claims::MAX_RECEIVE_COUNT)),
-        "the local stack (shared/src/local.rs) mirrors the template"
+        "the local stack (cli/src/local.rs) mirrors the template"
     );
     let dlq = get(resource(&t, "ManifestDeadLetterQueue"), &["Properties"]).unwrap();
     assert_eq!(
