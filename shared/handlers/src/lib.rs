@@ -11,7 +11,12 @@
 //!
 //! No AWS SDK here: the function binaries (`functions/`) wire the AWS adapters into the deps.
 
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod replay;
 pub mod splitter;
 pub mod telemetry;
 pub mod worker;
+
+#[cfg(test)]
+mod summary_tests;

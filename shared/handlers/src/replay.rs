@@ -320,3 +320,7 @@ async fn replay_unit(
         .set_manifest_counts(job_id, unit.seq, unit.part, &counts)
         .await
 }
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod tests;

@@ -316,3 +316,7 @@ pub async fn read_preamble(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "splitter_tests.rs"]
+mod tests;

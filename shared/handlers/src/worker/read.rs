@@ -1,0 +1,190 @@
+//! Read: a manifest's byte range → records handed to the callers (and what cannot be sent).
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use fanout_core::check::Verdict;
+use fanout_core::continuation::StopTimes;
+use fanout_core::framer::{Frame, RecordFramer};
+use fanout_core::manifest::Manifest;
+use fanout_core::output::RejectedLine;
+use fanout_core::ports::ObjectStore;
+use fanout_core::range::ByteRange;
+use fanout_core::record::RecordParser;
+use fanout_core::request::{ApiRequest, RequestRenderer};
+
+/// Bytes read past the range end in the first GET, so the last record usually needs no second one.
+const LOOKAHEAD_BYTES: u64 = 64 * 1024;
+/// Size of each further GET while the last record is still incomplete.
+const FOLLOW_UP_BYTES: u64 = 1 << 20;
+
+/// A record on its way to the API.
+pub(super) struct Pending {
+    pub(super) offset: u64,
+    pub(super) raw: Vec<u8>,
+    pub(super) request: ApiRequest,
+}
+
+/// What the reading side found besides requests.
+#[derive(Default)]
+pub(super) struct ReadTally {
+    pub(super) rejected: Vec<(u64, RejectedLine)>,
+    /// Offsets of blank lines (kept, so that a cut can tell which ones its prefix holds).
+    pub(super) blank_lines: Vec<u64>,
+    pub(super) bytes_read: u64,
+    /// Offsets of the records handed to the callers.
+    pub(super) sent: Vec<u64>,
+    /// The first record not dispatched, when reading stopped before the range's end.
+    pub(super) stopped_at: Option<u64>,
+}
+
+/// Takes the manifest's range and gives its records: streams the range (and as far past it as
+/// the last record needs), frames records, rejects what cannot be sent, and hands the rest to the
+/// callers through `tx`. Returns the [`ReadTally`]: rejected records, blank lines, bytes read,
+/// the offsets sent, and where reading stopped if the soft stop (or the callers' hard stop) came
+/// first.
+pub(super) async fn read_records(
+    m: &Manifest,
+    store: &dyn ObjectStore,
+    mut parser: RecordParser,
+    renderer: &RequestRenderer,
+    tx: mpsc::Sender<Pending>,
+    stop: Option<&StopTimes>,
+) -> anyhow::Result<ReadTally> {
+    let max = m.config.input.max_record_bytes;
+    let mut framer = RecordFramer::new(m.range, m.data_start, max);
+    let mut tally = ReadTally::default();
+    let mut frames = Vec::new();
+    let mut segment = m.range.end.saturating_sub(framer.read_from()) + LOOKAHEAD_BYTES;
+    while !framer.is_done() && framer.position() < m.object_size {
+        let from = framer.position();
+        let to = m.object_size.min(from + segment);
+        let mut body = store
+            .get_range(
+                &m.bucket,
+                &m.key,
+                m.version_id.as_deref(),
+                Some(&m.etag),
+                ByteRange::new(from, to),
+            )
+            .await?;
+        loop {
+            let hard = async {
+                match stop {
+                    Some(t) => t.hard_reached().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                () = hard => anyhow::bail!(
+                    "s3://{}/{}: read stalled past the invocation's deadline",
+                    m.bucket,
+                    m.key
+                ),
+            };
+            let Some(chunk) = chunk else { break };
+            let chunk = chunk?;
+            tally.bytes_read += chunk.len() as u64;
+            let done = framer.push(&chunk, &mut frames);
+            for frame in frames.drain(..) {
+                if tally.stopped_at.is_none() {
+                    dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+                }
+            }
+            if done || tally.stopped_at.is_some() {
+                break;
+            }
+        }
+        if tally.stopped_at.is_some() {
+            return Ok(tally);
+        }
+        if framer.position() == from {
+            anyhow::bail!(
+                "s3://{}/{}: empty read at offset {from} of {}",
+                m.bucket,
+                m.key,
+                m.object_size
+            );
+        }
+        segment = FOLLOW_UP_BYTES;
+    }
+    framer.finish(&mut frames);
+    for frame in frames.drain(..) {
+        if tally.stopped_at.is_none() {
+            dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+        }
+    }
+    Ok(tally)
+}
+
+/// Takes one framed record and gives it its fate: sent to the callers (its offset in
+/// `tally.sent`), rejected (oversized, unparsable, unrenderable), counted as a blank line, or,
+/// past the soft stop, left for the continuation (`tally.stopped_at`).
+async fn dispatch(
+    frame: Frame,
+    m: &Manifest,
+    parser: &mut RecordParser,
+    renderer: &RequestRenderer,
+    tx: &mpsc::Sender<Pending>,
+    tally: &mut ReadTally,
+    stop: Option<&StopTimes>,
+) -> anyhow::Result<()> {
+    // Past the soft stop no record is taken: this one starts the continuation.
+    if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
+        tally.stopped_at = Some(frame.offset());
+        return Ok(());
+    }
+    let (offset, raw) = match frame {
+        Frame::Oversized { offset, len } => {
+            let reason = fanout_core::check::oversized(len, m.config.input.max_record_bytes);
+            tally.rejected.push((
+                offset,
+                RejectedLine {
+                    offset,
+                    reason,
+                    record: None,
+                    record_bytes: len,
+                },
+            ));
+            return Ok(());
+        }
+        Frame::Record { offset, bytes } => (offset, bytes),
+    };
+    match fanout_core::check::judge(&raw, parser, renderer, &m.job_id, offset) {
+        Verdict::Blank => {
+            tally.blank_lines.push(offset);
+            Ok(())
+        }
+        Verdict::Send(request) => {
+            let sent = tx
+                .send(Pending {
+                    offset,
+                    raw,
+                    request,
+                })
+                .await;
+            match sent {
+                Ok(()) => tally.sent.push(offset),
+                // The callers stop early only at the hard stop: this record is unfinished.
+                Err(_) if stop.is_some() => tally.stopped_at = Some(offset),
+                Err(_) => anyhow::bail!("the API callers stopped early"),
+            }
+            Ok(())
+        }
+        Verdict::Reject(reason) => {
+            let record = Some(String::from_utf8_lossy(&raw).into_owned());
+            tally.rejected.push((
+                offset,
+                RejectedLine {
+                    offset,
+                    reason,
+                    record,
+                    record_bytes: raw.len() as u64,
+                },
+            ));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Unit tests of the worker's claim and continuation handling, on the shared in-memory fakes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::fakes::{self, Claim, Fakes, MemStore, ScriptedApi};
+use fanout_core::config::{ClientConfig, InputFormat, PipelineConfig};
+use fanout_core::ledger::{Counts, JobStatus};
+use fanout_core::ports::{ByteStream, CallOutcome, ObjectHead};
+use fanout_core::range::ByteRange;
+use fanout_core::request::ApiRequest;
+
+struct Fixture {
+    deps: WorkerDeps,
+    fakes: Fakes,
+    manifest: Manifest,
+}
+
+/// One manifest over a CSV of `records` records in `s3://b/in.csv` (job `j`, pipeline `p`), with
+/// one call in flight at a time, each answered 200 after `delay`.
+fn fixture(records: usize, delay: Duration) -> Fixture {
+    let mut data = b"id\n".to_vec();
+    for i in 0..records {
+        data.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let fakes = Fakes::new().with_api(ScriptedApi::ok().with_delay(delay));
+    let head = fakes.store.insert("b", "in.csv", data.clone());
+    fakes
+        .ledger
+        .insert_job(fakes::running_job("j", "b", "in.csv", "p", 1));
+    let config = PipelineConfig::from_yaml(
+        "p.yaml",
+        "input: {format: csv}\nrequest: {url: 'http://h/x/{id}'}\nclient: {concurrency: 1}\n",
+    )
+    .unwrap();
+    let manifest = Manifest {
+        job_id: "j".into(),
+        seq: 0,
+        part: 0,
+        manifests_total: 1,
+        bucket: "b".into(),
+        key: "in.csv".into(),
+        version_id: None,
+        etag: head.etag,
+        object_size: data.len() as u64,
+        range: ByteRange::new(3, data.len() as u64),
+        data_start: 3,
+        format: InputFormat::Csv,
+        header: Some(vec!["id".into()]),
+        pipeline: "p".into(),
+        config_source: "p.yaml".into(),
+        config,
+    };
+    Fixture {
+        deps: fakes.worker_deps(),
+        fakes,
+        manifest,
+    }
+}
+
+impl Fixture {
+    fn calls(&self) -> u64 {
+        self.fakes.api.calls()
+    }
+    fn job(&self) -> fanout_core::ledger::JobRecord {
+        self.fakes.ledger.job("j").unwrap()
+    }
+    fn lines(&self, key: &str) -> usize {
+        self.fakes.store.lines("b", key)
+    }
+}
+
+#[tokio::test]
+async fn a_completed_manifest_is_acknowledged_without_work() {
+    let f = fixture(20, Duration::ZERO);
+    let first = handle_manifest(&f.manifest, &f.deps, None).await.unwrap();
+    assert!(matches!(first, Handled::Processed(_)), "{first:?}");
+    assert_eq!(f.calls(), 20);
+    assert_eq!(f.job().status, JobStatus::Completed);
+
+    let again = handle_manifest(&f.manifest, &f.deps, None).await.unwrap();
+    assert!(matches!(again, Handled::AlreadyDone), "{again:?}");
+    assert_eq!(f.calls(), 20, "no call on redelivery");
+}
+
+#[tokio::test]
+async fn a_live_claim_held_by_another_returns_the_message() {
+    let f = fixture(5, Duration::ZERO);
+    let far = now_ms() + 60_000;
+    f.fakes
+        .claims
+        .claim("j", "000000", "other", far, now_ms())
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&f.manifest).unwrap();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({"Records": [{"messageId": "m1", "body": body}]}))
+            .unwrap();
+    let response = handle_sqs_event(event, &f.deps).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|b| b.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m1"]);
+    assert_eq!(f.calls(), 0);
+
+    // Once the holder's claim has expired (it died), the next delivery takes it over.
+    f.fakes.claims.set(
+        "j",
+        "000000",
+        Claim::InProgress {
+            holder: "other".into(),
+            expires_at_ms: now_ms() - 1,
+        },
+    );
+    let taken = handle_manifest(&f.manifest, &f.deps, None).await.unwrap();
+    assert!(matches!(taken, Handled::Processed(_)), "{taken:?}");
+    assert_eq!(f.calls(), 5);
+}
+
+#[tokio::test]
+async fn a_holder_that_died_after_recording_leaves_only_the_continuation_to_send() {
+    let f = fixture(10, Duration::ZERO);
+    f.fakes.ledger.update_job("j", |j| j.manifests_total = 2);
+    f.fakes.ledger.insert_manifest(ManifestRecord {
+        job_id: "j".into(),
+        seq: 0,
+        part: 0,
+        continued_at: Some(13),
+        counts: Counts::default(),
+        duration_ms: 0,
+        latency_histogram: Vec::new(),
+    });
+    let handled = handle_manifest(&f.manifest, &f.deps, None).await.unwrap();
+    assert!(matches!(handled, Handled::Processed(_)), "{handled:?}");
+    assert_eq!(f.calls(), 0, "no work redone");
+    let sent = f.fakes.queue.manifests();
+    assert_eq!(sent.len(), 1);
+    let next = &sent[0];
+    assert_eq!((next.seq, next.part, next.range.start), (0, 1, 13));
+    assert!(
+        f.fakes.claims.is_completed("j", "000000"),
+        "claim completed"
+    );
+}
+
+#[tokio::test]
+async fn at_the_deadline_the_done_prefix_is_recorded_and_the_rest_continued() {
+    // 40 records at 50 ms each, one at a time: 2 s of work in a 1.2 s invocation.
+    let f = fixture(40, Duration::from_millis(50));
+    let stop = StopTimes::new(now_ms() + 1_200, now_ms(), Instant::now());
+    let Handled::Processed(record) = handle_manifest(&f.manifest, &f.deps, Some(&stop))
+        .await
+        .unwrap()
+    else {
+        panic!("not processed")
+    };
+    let cut = record.continued_at.expect("a continuation");
+    let done = record.counts.records as usize;
+    assert!(done > 0 && done < 40, "{done} records done");
+    // Record i is at offset 3 + (sum of the lengths of records before it).
+    let offsets: Vec<u64> = (0..40u64)
+        .scan(3u64, |o, i| {
+            let at = *o;
+            *o += format!("{i}\n").len() as u64;
+            Some(at)
+        })
+        .collect();
+    assert_eq!(cut, offsets[done], "cut at the first record not done");
+    assert_eq!(f.lines("results/j/part-000000.jsonl"), done);
+    let job = f.job();
+    assert_eq!((job.manifests_total, job.manifests_done), (2, 1));
+
+    // The continuation, delivered, does the rest; the job completes with every record once.
+    let next = f.fakes.queue.manifests().remove(0);
+    handle_manifest(&next, &f.deps, None).await.unwrap();
+    assert_eq!(f.lines("results/j/part-000000.001.jsonl"), 40 - done);
+    let job = f.job();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.counts.succeeded, 40);
+    assert!(f.fakes.store.contains("b", "results/j/_SUMMARY.json"));
+}
+
+/// Writes after `delay`, and logs when each write ends.
+struct SlowPuts {
+    inner: Arc<MemStore>,
+    delay: Duration,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl ObjectStore for SlowPuts {
+    async fn head(&self, b: &str, key: &str, v: Option<&str>) -> anyhow::Result<ObjectHead> {
+        self.inner.head(b, key, v).await
+    }
+    async fn get_range(
+        &self,
+        b: &str,
+        key: &str,
+        v: Option<&str>,
+        e: Option<&str>,
+        range: ByteRange,
+    ) -> anyhow::Result<ByteStream> {
+        self.inner.get_range(b, key, v, e, range).await
+    }
+    async fn get_small(&self, b: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.get_small(b, key).await
+    }
+    async fn put(&self, b: &str, key: &str, body: Vec<u8>, t: &str) -> anyhow::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.log.lock().unwrap().push(format!("put {key}"));
+        self.inner.put(b, key, body, t).await
+    }
+    async fn delete(&self, b: &str, key: &str) -> anyhow::Result<()> {
+        self.inner.delete(b, key).await
+    }
+}
+
+/// Logs each call's URL, then answers as `inner` does.
+struct LoggedApi {
+    inner: Arc<ScriptedApi>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl ApiClient for LoggedApi {
+    async fn call(&self, request: &ApiRequest, config: &ClientConfig) -> CallOutcome {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("call {}", request.url));
+        self.inner.call(request, config).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_manifest_of_a_batch_calls_while_the_one_before_writes_its_output() {
+    // Records 0..=9; manifest 0 holds 0..=4 (offsets 3..13), manifest 1 holds 5..=9.
+    let mut f = fixture(10, Duration::from_millis(10));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    f.deps.store = Arc::new(SlowPuts {
+        inner: f.fakes.store.clone(),
+        delay: Duration::from_secs(1),
+        log: log.clone(),
+    });
+    f.deps.api = Arc::new(LoggedApi {
+        inner: f.fakes.api.clone(),
+        log: log.clone(),
+    });
+    f.fakes.ledger.update_job("j", |j| j.manifests_total = 2);
+    let end = f.manifest.range.end;
+    let mut first = f.manifest.clone();
+    first.manifests_total = 2;
+    first.range = ByteRange::new(3, 13);
+    let mut second = first.clone();
+    second.seq = 1;
+    second.range = ByteRange::new(13, end);
+    let records: Vec<_> = [("m0", &first), ("m1", &second)]
+        .iter()
+        .map(|(id, m)| serde_json::json!({"messageId": id, "body": serde_json::to_string(m).unwrap()}))
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+
+    let started = Instant::now();
+    let response = handle_sqs_event(event, &f.deps).await;
+    let took = started.elapsed();
+
+    assert!(response.batch_item_failures.is_empty());
+    let job = f.job();
+    assert_eq!(
+        (job.status, job.counts.succeeded),
+        (JobStatus::Completed, 10)
+    );
+    assert_eq!(f.lines("results/j/part-000000.jsonl"), 5);
+    assert_eq!(f.lines("results/j/part-000001.jsonl"), 5);
+    let log = log.lock().unwrap().clone();
+    let position = |entry: &str| {
+        log.iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("{entry} in {log:?}"))
+    };
+    assert!(
+        position("call http://h/x/5") < position("put results/j/part-000000.jsonl"),
+        "manifest 1 started calling while manifest 0 wrote its output: {log:?}"
+    );
+    // Worked one after the other, the two 1 s writes would add up (and the summary's too).
+    assert!(took < Duration::from_millis(2900), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_second_copy_in_the_same_batch_is_acknowledged_without_work() {
+    let f = fixture(5, Duration::from_millis(10));
+    let body = serde_json::to_string(&f.manifest).unwrap();
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+        {"messageId": "m1", "body": body},
+        {"messageId": "m2", "body": body},
+    ]}))
+    .unwrap();
+    let response = handle_sqs_event(event, &f.deps).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "neither copy goes back to the queue: {response:?}"
+    );
+    assert_eq!(f.calls(), 5, "worked once");
+    assert_eq!(f.lines("results/j/part-000000.jsonl"), 5);
+}
