@@ -72,6 +72,13 @@ pub async fn replay_dead_letters(
     loop {
         let messages = dlq.receive().await?;
         if messages.is_empty() || messages.iter().all(|m| seen.contains(&m.id)) {
+            // Only messages already looked at came back: hand them back at once rather than
+            // leaving them hidden for the queue's visibility timeout.
+            for m in &messages {
+                if let Err(e) = dlq.release(&m.receipt).await {
+                    warn!(job_id, error = format!("{e:#}"), "DLQ message not returned");
+                }
+            }
             return Ok(());
         }
         for m in messages {
