@@ -1,19 +1,177 @@
 //! Pipeline configuration: the YAML file that says how records become API requests.
 //!
 //! Parsing is strict (unknown keys are errors) and every error names the file and the field, so
-//! a bad config fails the job at split time with a message a user can act on.
+//! a bad config fails the job at split time with a message a user can act on. Validation reports
+//! every problem of a file at once ([`ConfigErrors`]), so fixing a config takes one run, not one
+//! run per mistake.
+//!
+//! Each setting of a section is declared once, in a `section!` block: name, type, default and
+//! allowed range on one line. The struct field, its serde default, the `Default` impl and the
+//! range check all come from that line, so they cannot drift apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::RangeInclusive;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::template::{self, BodyTemplate, Template};
+
+/// Declares one section of the config: the YAML mapping named `$section` and the struct it
+/// deserializes into. Each setting is one line:
+///
+/// ```text
+/// /// doc
+/// name: Type [= default] [, in range];
+/// ```
+///
+/// * no `= default`: the key is required in YAML;
+/// * `in range`: the value must lie in `range`, either `lo..=hi` or `OpenClosed(lo, hi)`;
+/// * `in lo..=hi, at_most other` (or `at_least other`): also at most (least) another bounded
+///   setting of the section. That relation is judged only while `other` is in its own range, so
+///   a wrong value is reported once, not again through every setting compared with it.
+///
+/// From it come: the public struct (same field names and types as ever; other crates read them),
+/// its `Serialize`, a `Deserialize` through a private mirror struct whose defaulted keys are
+/// optional (serde can only name a per-field default by a string path, which a `macro_rules!`
+/// cannot build), `check_bounds` and, for a section declared `: Default` (every setting has a
+/// default), `impl Default` — which also lets the whole section be left out of the YAML.
+macro_rules! section {
+    // The mirror struct's field type: `Option<T>` when the key may be left out.
+    (@raw_ty $ty:ty,) => { $ty };
+    (@raw_ty $ty:ty, $default:expr) => { Option<$ty> };
+    // A mirror field's value in the public struct.
+    (@fill $value:expr,) => { $value };
+    (@fill $value:expr, $default:expr) => {
+        match $value {
+            Some(v) => v,
+            None => $default,
+        }
+    };
+    // A setting's range, narrowed by its relation to another setting when there is one.
+    (@range $self:ident, $range:expr) => { $range };
+    (@range $self:ident, $range:expr, $relation:ident $other:ident) => {
+        $relation(
+            $range,
+            $self.$other,
+            $self.in_own_range(stringify!($other)),
+        )
+    };
+    (
+        $(#[$smeta:meta])*
+        $section:ident: pub struct $name:ident: Default {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident: $ty:ty = $default:expr
+                    $(, in $range:expr $(, $relation:ident $other:ident)?)?;
+            )*
+        }
+    ) => {
+        section! {
+            $(#[$smeta])*
+            $section: pub struct $name {
+                $(
+                    $(#[$fmeta])*
+                    $field: $ty = $default $(, in $range $(, $relation $other)?)?;
+                )*
+            }
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default),* }
+            }
+        }
+    };
+    (
+        $(#[$smeta:meta])*
+        $section:ident: pub struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident: $ty:ty $(= $default:expr)?
+                    $(, in $range:expr $(, $relation:ident $other:ident)?)?;
+            )*
+        }
+    ) => {
+        $(#[$smeta])*
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        /// The YAML shape of the section: the same keys, with the defaulted ones optional.
+        mod $section {
+            use super::*;
+
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub(super) struct $name {
+                $(
+                    // The doc attribute only carries `$default` so that the serde attribute is
+                    // emitted for defaulted settings alone.
+                    $(
+                        #[doc = stringify!($default)]
+                        #[serde(default, deserialize_with = "super::present")]
+                    )?
+                    pub(super) $field: section!(@raw_ty $ty, $($default)?),
+                )*
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = $section::$name::deserialize(d)?;
+                Ok(Self { $( $field: section!(@fill raw.$field, $($default)?), )* })
+            }
+        }
+
+        impl $name {
+            /// Reports each setting outside its declared range, as `<section>.<setting>`.
+            #[allow(unused_variables)]
+            fn check_bounds(&self, errors: &mut Errors<'_>) {
+                $($(
+                    errors.bound(
+                        concat!(stringify!($section), ".", stringify!($field)),
+                        &self.$field,
+                        section!(@range self, $range $(, $relation $other)?),
+                    );
+                )?)*
+            }
+
+            /// Whether a setting is in its own range (relations aside); true for one without.
+            #[allow(dead_code)]
+            fn in_own_range(&self, field: &str) -> bool {
+                match field {
+                    $($(stringify!($field) => admits(&self.$field, $range),)?)*
+                    _ => true,
+                }
+            }
+
+            /// Each bounded setting's path, with YAML values just outside its range and its
+            /// edges (judged against this section's other values).
+            #[cfg(test)]
+            fn bounded(&self) -> Vec<BoundedSetting> {
+                vec![$($(
+                    bounded_setting(
+                        concat!(stringify!($section), ".", stringify!($field)),
+                        &self.$field,
+                        section!(@range self, $range $(, $relation $other)?),
+                    ),
+                )?)*]
+            }
+        }
+    };
+}
+
+/// Deserializes a key that is present: `null` stays a type error, as it was before defaulted
+/// keys went through `Option`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    #[serde(default = "defaults::version")]
+    #[serde(default = "default_version")]
     pub version: u32,
     pub input: InputConfig,
     pub request: RequestConfig,
@@ -25,23 +183,25 @@ pub struct PipelineConfig {
     pub job: JobConfig,
 }
 
-/// When a job gives up on the API. See [`crate::tolerance`].
-///
-/// Both default to none (no limit): failed records are kept in `failed/` with their records, for
-/// `fanout replay`, and the client's circuit breaker already sheds load during an outage, so by
-/// default a job calls for every record. Set a limit to stop paying for calls that will not work
-/// (a revoked key, a broken request template): above it the job stops calling the API and finishes
-/// FAILED, with the rest of its records in `failed/` as not attempted.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobConfig {
-    /// Stop once more than this many records have failed.
-    #[serde(default)]
-    pub tolerated_failure_count: Option<u64>,
-    /// Stop once more than this percentage (0..=100) of the records attempted so far have failed,
-    /// judged from the first 100 attempted records on.
-    #[serde(default)]
-    pub tolerated_failure_percent: Option<f64>,
+fn default_version() -> u32 {
+    1
+}
+
+section! {
+    /// When a job gives up on the API. See [`crate::tolerance`].
+    ///
+    /// Both default to none (no limit): failed records are kept in `failed/` with their records,
+    /// for `fanout replay`, and the client's circuit breaker already sheds load during an outage,
+    /// so by default a job calls for every record. Set a limit to stop paying for calls that will
+    /// not work (a revoked key, a broken request template): above it the job stops calling the API
+    /// and finishes FAILED, with the rest of its records in `failed/` as not attempted.
+    job: pub struct JobConfig: Default {
+        /// Stop once more than this many records have failed.
+        tolerated_failure_count: Option<u64> = None;
+        /// Stop once more than this percentage (0..=100) of the records attempted so far have
+        /// failed, judged from the first 100 attempted records on.
+        tolerated_failure_percent: Option<f64> = None, in 0.0..=100.0;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,21 +211,18 @@ pub enum InputFormat {
     Jsonl,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputConfig {
-    pub format: InputFormat,
-    /// Field schema. For CSV each field must be a header column; when empty, every column is a
-    /// string field. For JSON Lines, placeholders that are not declared here are required fields
-    /// of any type.
-    #[serde(default)]
-    pub fields: Vec<FieldSpec>,
-    /// CSV field delimiter (one ASCII character).
-    #[serde(default = "defaults::delimiter")]
-    pub delimiter: char,
-    /// A record longer than this is rejected without being buffered whole.
-    #[serde(default = "defaults::max_record_bytes")]
-    pub max_record_bytes: usize,
+section! {
+    input: pub struct InputConfig {
+        format: InputFormat;
+        /// Field schema. For CSV each field must be a header column; when empty, every column is
+        /// a string field. For JSON Lines, placeholders that are not declared here are required
+        /// fields of any type.
+        fields: Vec<FieldSpec> = Vec::new();
+        /// CSV field delimiter (one ASCII character).
+        delimiter: char = ',';
+        /// A record longer than this is rejected without being buffered whole.
+        max_record_bytes: usize = 1 << 20, in 1..=64 << 20;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,209 +259,243 @@ impl FieldType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestConfig {
-    #[serde(default = "defaults::method")]
-    pub method: String,
-    /// Absolute http(s) URL with `{field}` placeholders in its path, query or fragment.
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// JSON body template: strings holding placeholders are filled in; a string that is exactly one
-    /// placeholder takes the field's typed value.
-    #[serde(default)]
-    pub body: Option<serde_json::Value>,
-    /// Header that carries `<job id>-<record offset>`, the same on every retry. Empty disables it.
-    #[serde(default = "defaults::idempotency_header")]
-    pub idempotency_header: String,
+section! {
+    request: pub struct RequestConfig {
+        method: String = "GET".into();
+        /// Absolute http(s) URL with `{field}` placeholders in its path, query or fragment.
+        url: String;
+        headers: BTreeMap<String, String> = BTreeMap::new();
+        /// JSON body template: strings holding placeholders are filled in; a string that is
+        /// exactly one placeholder takes the field's typed value.
+        body: Option<serde_json::Value> = None;
+        /// Header that carries `<job id>-<record offset>`, the same on every retry. Empty
+        /// disables it.
+        idempotency_header: String = "Idempotency-Key".into();
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Requests in flight per worker container: the ceiling and starting point of the adaptive
-    /// concurrency limit.
-    #[serde(default = "defaults::concurrency")]
-    pub concurrency: usize,
-    /// Per-attempt timeout.
-    #[serde(default = "defaults::timeout_ms")]
-    pub timeout_ms: u64,
-    /// Attempts per record, including the first.
-    #[serde(default = "defaults::max_attempts")]
-    pub max_attempts: u32,
-    /// Response bodies are kept up to this size in results.
-    #[serde(default = "defaults::max_response_bytes")]
-    pub max_response_bytes: usize,
-    /// Floor of the adaptive concurrency limit; `concurrency` is its ceiling and starting point.
-    #[serde(default = "defaults::concurrency_min")]
-    pub concurrency_min: usize,
-    /// The adaptive limit grows while an attempt's latency stays within this multiple of the
-    /// lowest latency recently observed (latency rising past it means the API is queueing).
-    #[serde(default = "defaults::concurrency_latency_ratio")]
-    pub concurrency_latency_ratio: f64,
-    /// The adaptive limit is multiplied by this on a 429 or a timeout.
-    #[serde(default = "defaults::concurrency_decrease_ratio")]
-    pub concurrency_decrease_ratio: f64,
-    /// Full-jitter backoff: the wait before retry n is uniform in
-    /// [0, min(backoff_max_ms, backoff_base_ms · 2^(n-1))].
-    #[serde(default = "defaults::backoff_base_ms")]
-    pub backoff_base_ms: u64,
-    #[serde(default = "defaults::backoff_max_ms")]
-    pub backoff_max_ms: u64,
-    /// A Retry-After longer than this is shortened to it.
-    #[serde(default = "defaults::retry_after_max_ms")]
-    pub retry_after_max_ms: u64,
-    /// Retries allowed as a percentage of calls (over a 10 s window), so a failing API sees at
-    /// most this much extra load instead of max_attempts times the load.
-    #[serde(default = "defaults::retry_budget_percent")]
-    pub retry_budget_percent: u32,
-    /// Retries per second allowed on top of the percentage, so a container that has made few
-    /// calls can still retry.
-    #[serde(default = "defaults::retry_budget_min_per_sec")]
-    pub retry_budget_min_per_sec: u32,
-    /// The circuit breaker opens when at least this fraction (0 < r <= 1) of the calls in its
-    /// window failed (connect errors, timeouts, transport errors, 5xx).
-    #[serde(default = "defaults::breaker_failure_rate")]
-    pub breaker_failure_rate: f64,
-    /// Length of the breaker's sliding window.
-    #[serde(default = "defaults::breaker_window_secs")]
-    pub breaker_window_secs: u64,
-    /// The breaker does not judge a window with fewer calls than this.
-    #[serde(default = "defaults::breaker_min_calls")]
-    pub breaker_min_calls: u32,
-    /// How long the breaker stays open before it lets one probe through.
-    #[serde(default = "defaults::breaker_open_secs")]
-    pub breaker_open_secs: u64,
-    /// Attempts per second allowed by the rate limiter (every attempt, retries included).
-    /// The fleet-wide limit this pipeline's calls count against: pipelines calling the same
-    /// API share a name (and so one limit).
-    #[serde(default = "defaults::rate_limit_name")]
-    pub rate_limit_name: String,
-    #[serde(default = "defaults::rate_limit_per_sec")]
-    pub rate_limit_per_sec: u32,
-    /// Tokens the rate limiter can hold: the largest burst above the steady rate.
-    #[serde(default = "defaults::rate_limit_burst")]
-    pub rate_limit_burst: u32,
+section! {
+    client: pub struct ClientConfig: Default {
+        /// Requests in flight per worker container: the ceiling and starting point of the
+        /// adaptive concurrency limit.
+        concurrency: usize = 64, in 1..=4096;
+        /// Per-attempt timeout.
+        timeout_ms: u64 = 10_000, in 1..=900_000;
+        /// Attempts per record, including the first.
+        max_attempts: u32 = 3, in 1..=20;
+        /// Response bodies are kept up to this size in results.
+        max_response_bytes: usize = 16 * 1024, in 0..=1 << 20;
+        /// Floor of the adaptive concurrency limit; `concurrency` is its ceiling and starting
+        /// point.
+        concurrency_min: usize = 1, in 1..=4096, at_most concurrency;
+        /// The adaptive limit grows while an attempt's latency stays within this multiple of the
+        /// lowest latency recently observed (latency rising past it means the API is queueing).
+        concurrency_latency_ratio: f64 = 2.0, in 1.0..=100.0;
+        /// The adaptive limit is multiplied by this on a 429 or a timeout.
+        concurrency_decrease_ratio: f64 = 0.5, in 0.01..=0.99;
+        /// Full-jitter backoff: the wait before retry n is uniform in
+        /// [0, min(backoff_max_ms, backoff_base_ms · 2^(n-1))].
+        backoff_base_ms: u64 = 100, in 1..=60_000;
+        backoff_max_ms: u64 = 5_000, in 1..=600_000, at_least backoff_base_ms;
+        /// A Retry-After longer than this is shortened to it.
+        retry_after_max_ms: u64 = 30_000, in 1..=900_000;
+        /// Retries allowed as a percentage of calls (over a 10 s window), so a failing API sees
+        /// at most this much extra load instead of max_attempts times the load.
+        retry_budget_percent: u32 = 20, in 0..=1_000;
+        /// Retries per second allowed on top of the percentage, so a container that has made few
+        /// calls can still retry.
+        retry_budget_min_per_sec: u32 = 10, in 0..=100_000;
+        /// The circuit breaker opens when at least this fraction (0 < r <= 1) of the calls in its
+        /// window failed (connect errors, timeouts, transport errors, 5xx).
+        breaker_failure_rate: f64 = 0.5, in OpenClosed(0.0, 1.0);
+        /// Length of the breaker's sliding window.
+        breaker_window_secs: u64 = 10, in 1..=3_600;
+        /// The breaker does not judge a window with fewer calls than this.
+        breaker_min_calls: u32 = 20, in 1..=1_000_000;
+        /// How long the breaker stays open before it lets one probe through.
+        breaker_open_secs: u64 = 5, in 1..=3_600;
+        /// The fleet-wide limit this pipeline's calls count against: pipelines calling the same
+        /// API share a name (and so one limit). 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'.
+        rate_limit_name: String = "api".into();
+        /// Attempts per second allowed by the rate limiter (every attempt, retries included).
+        rate_limit_per_sec: u32 = 5_000, in 1..=1_000_000;
+        /// Tokens the rate limiter can hold: the largest burst above the steady rate.
+        rate_limit_burst: u32 = 500, in 1..=10_000_000;
+    }
 }
 
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: defaults::concurrency(),
-            timeout_ms: defaults::timeout_ms(),
-            max_attempts: defaults::max_attempts(),
-            max_response_bytes: defaults::max_response_bytes(),
-            concurrency_min: defaults::concurrency_min(),
-            concurrency_latency_ratio: defaults::concurrency_latency_ratio(),
-            concurrency_decrease_ratio: defaults::concurrency_decrease_ratio(),
-            backoff_base_ms: defaults::backoff_base_ms(),
-            backoff_max_ms: defaults::backoff_max_ms(),
-            retry_after_max_ms: defaults::retry_after_max_ms(),
-            retry_budget_percent: defaults::retry_budget_percent(),
-            retry_budget_min_per_sec: defaults::retry_budget_min_per_sec(),
-            breaker_failure_rate: defaults::breaker_failure_rate(),
-            breaker_window_secs: defaults::breaker_window_secs(),
-            breaker_min_calls: defaults::breaker_min_calls(),
-            breaker_open_secs: defaults::breaker_open_secs(),
-            rate_limit_name: defaults::rate_limit_name(),
-            rate_limit_per_sec: defaults::rate_limit_per_sec(),
-            rate_limit_burst: defaults::rate_limit_burst(),
+section! {
+    split: pub struct SplitConfig: Default {
+        /// Bytes of input per manifest.
+        chunk_bytes: u64 = 4 << 20, in 1..=1 << 30;
+    }
+}
+
+/// A value a bounded setting holds: a number, or an optional one (checked when present).
+trait Setting {
+    type Value: Number;
+    fn value(&self) -> Option<Self::Value>;
+}
+
+/// The numbers settings are made of. The test helpers give values just outside a range.
+trait Number: Copy + PartialOrd + fmt::Display {
+    #[cfg(test)]
+    fn below(self) -> Option<Self>;
+    #[cfg(test)]
+    fn above(self) -> Option<Self>;
+    /// NaN, for the types that have one (YAML spells it `.nan`; no range admits it).
+    #[cfg(test)]
+    fn nan() -> Option<Self>;
+}
+
+macro_rules! integer_settings {
+    ($($t:ty),*) => {$(
+        impl Number for $t {
+            #[cfg(test)]
+            fn below(self) -> Option<Self> {
+                self.checked_sub(1)
+            }
+            #[cfg(test)]
+            fn above(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            #[cfg(test)]
+            fn nan() -> Option<Self> {
+                None
+            }
         }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SplitConfig {
-    /// Bytes of input per manifest.
-    #[serde(default = "defaults::chunk_bytes")]
-    pub chunk_bytes: u64,
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        Self {
-            chunk_bytes: defaults::chunk_bytes(),
+        impl Setting for $t {
+            type Value = $t;
+            fn value(&self) -> Option<$t> {
+                Some(*self)
+            }
         }
+    )*};
+}
+integer_settings!(u32, u64, usize);
+
+impl Number for f64 {
+    #[cfg(test)]
+    fn below(self) -> Option<Self> {
+        Some(self - 0.001 * self.abs().max(1.0))
+    }
+    #[cfg(test)]
+    fn above(self) -> Option<Self> {
+        Some(self + 0.001 * self.abs().max(1.0))
+    }
+    #[cfg(test)]
+    fn nan() -> Option<Self> {
+        Some(f64::NAN)
     }
 }
 
-mod defaults {
-    pub fn version() -> u32 {
-        1
+impl Setting for f64 {
+    type Value = f64;
+    fn value(&self) -> Option<f64> {
+        Some(*self)
     }
-    pub fn delimiter() -> char {
-        ','
+}
+
+impl<T: Number> Setting for Option<T> {
+    type Value = T;
+    fn value(&self) -> Option<T> {
+        *self
     }
-    pub fn max_record_bytes() -> usize {
-        1 << 20
+}
+
+/// The values a setting allows.
+trait Bound<T: Number> {
+    fn admits(&self, value: T) -> bool;
+    /// How the range reads in an error message.
+    fn describe(&self) -> String;
+    /// Values just outside (each must be rejected) and at the edges (each must be accepted).
+    #[cfg(test)]
+    fn outside_and_edges(&self) -> (Vec<T>, Vec<T>);
+}
+
+/// `lo..=hi`. `contains` is false for NaN, which YAML can spell as `.nan`.
+impl<T: Number> Bound<T> for RangeInclusive<T> {
+    fn admits(&self, value: T) -> bool {
+        self.contains(&value)
     }
-    pub fn method() -> String {
-        "GET".into()
+    fn describe(&self) -> String {
+        format!("{}..={}", self.start(), self.end())
     }
-    pub fn idempotency_header() -> String {
-        "Idempotency-Key".into()
+    #[cfg(test)]
+    fn outside_and_edges(&self) -> (Vec<T>, Vec<T>) {
+        let outside = [self.start().below(), self.end().above(), T::nan()];
+        (
+            outside.into_iter().flatten().collect(),
+            vec![*self.start(), *self.end()],
+        )
     }
-    pub fn concurrency() -> usize {
-        64
+}
+
+/// `(lo, hi]`: above `lo`, at most `hi`.
+struct OpenClosed<T>(T, T);
+
+impl<T: Number> Bound<T> for OpenClosed<T> {
+    fn admits(&self, value: T) -> bool {
+        value > self.0 && value <= self.1
     }
-    pub fn timeout_ms() -> u64 {
-        10_000
+    fn describe(&self) -> String {
+        format!("({}, {}]", self.0, self.1)
     }
-    pub fn max_attempts() -> u32 {
-        3
+    #[cfg(test)]
+    fn outside_and_edges(&self) -> (Vec<T>, Vec<T>) {
+        let outside = [Some(self.0), self.1.above(), T::nan()];
+        (outside.into_iter().flatten().collect(), vec![self.1])
     }
-    pub fn max_response_bytes() -> usize {
-        16 * 1024
+}
+
+fn admits<S: Setting>(setting: &S, bound: impl Bound<S::Value>) -> bool {
+    setting.value().is_none_or(|v| bound.admits(v))
+}
+
+/// `range`, and at most `other` while `other` is in its own range.
+fn at_most<T: Number>(range: RangeInclusive<T>, other: T, other_ok: bool) -> RangeInclusive<T> {
+    let (lo, hi) = range.into_inner();
+    if other_ok && other < hi {
+        lo..=other
+    } else {
+        lo..=hi
     }
-    pub fn concurrency_min() -> usize {
-        1
+}
+
+/// `range`, and at least `other` while `other` is in its own range.
+fn at_least<T: Number>(range: RangeInclusive<T>, other: T, other_ok: bool) -> RangeInclusive<T> {
+    let (lo, hi) = range.into_inner();
+    if other_ok && other > lo {
+        other..=hi
+    } else {
+        lo..=hi
     }
-    pub fn concurrency_latency_ratio() -> f64 {
-        2.0
-    }
-    pub fn concurrency_decrease_ratio() -> f64 {
-        0.5
-    }
-    pub fn backoff_base_ms() -> u64 {
-        100
-    }
-    pub fn backoff_max_ms() -> u64 {
-        5_000
-    }
-    pub fn retry_after_max_ms() -> u64 {
-        30_000
-    }
-    pub fn retry_budget_percent() -> u32 {
-        20
-    }
-    pub fn retry_budget_min_per_sec() -> u32 {
-        10
-    }
-    pub fn breaker_failure_rate() -> f64 {
-        0.5
-    }
-    pub fn breaker_window_secs() -> u64 {
-        10
-    }
-    pub fn breaker_min_calls() -> u32 {
-        20
-    }
-    pub fn breaker_open_secs() -> u64 {
-        5
-    }
-    pub fn rate_limit_name() -> String {
-        "api".into()
-    }
-    pub fn rate_limit_per_sec() -> u32 {
-        5_000
-    }
-    pub fn rate_limit_burst() -> u32 {
-        500
-    }
-    pub fn chunk_bytes() -> u64 {
-        4 << 20
+}
+
+/// A bounded setting as the tests see it: its path, and YAML values outside and at the edges.
+#[cfg(test)]
+struct BoundedSetting {
+    path: &'static str,
+    outside: Vec<String>,
+    edges: Vec<String>,
+}
+
+#[cfg(test)]
+fn bounded_setting<S: Setting>(
+    path: &'static str,
+    _: &S,
+    bound: impl Bound<S::Value>,
+) -> BoundedSetting {
+    // Rust's `{}` for NaN is `NaN`, which YAML reads as a string.
+    let yaml = |v: S::Value| match v.to_string().as_str() {
+        "NaN" => ".nan".to_string(),
+        s => s.to_string(),
+    };
+    let (outside, edges) = bound.outside_and_edges();
+    BoundedSetting {
+        path,
+        outside: outside.into_iter().map(yaml).collect(),
+        edges: edges.into_iter().map(yaml).collect(),
     }
 }
 
@@ -326,11 +517,91 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every error found in a config file (never none). Displayed one error per line, each naming
+/// the file and the field. A YAML syntax or schema error (unknown key, wrong type) stops parsing
+/// and comes alone; the checks after parsing report all they find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The errors, in the order the config's sections are checked.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.0
+    }
+
+    /// The first error (there is always one).
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        Self(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects the errors of one file while validation goes on.
+struct Errors<'a> {
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl<'a> Errors<'a> {
+    fn new(file: &'a str) -> Self {
+        Self {
+            file,
+            list: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.into(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn bound<S: Setting>(&mut self, field: &str, setting: &S, bound: impl Bound<S::Value>) {
+        if let Some(value) = setting.value()
+            && !bound.admits(value)
+        {
+            self.push(
+                field,
+                format!("{value} is out of range {}", bound.describe()),
+            );
+        }
+    }
+
+    fn finish(self) -> Result<(), ConfigErrors> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.list))
+        }
+    }
+}
+
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 impl PipelineConfig {
     /// Parses and validates a config. `file` names it in errors (a path or an S3 URI).
-    pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigError> {
+    pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         let config: PipelineConfig = serde_norway::from_str(text).map_err(|e| {
             let location = e
                 .location()
@@ -350,283 +621,148 @@ impl PipelineConfig {
         Ok(config)
     }
 
-    /// Checks everything that can be checked without the input's header.
-    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            file: file.into(),
-            field: field.into(),
-            message,
-        };
+    /// Checks everything that can be checked without the input's header, and reports every
+    /// error found, not just the first.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigErrors> {
+        let mut errors = Errors::new(file);
         if self.version != 1 {
-            return Err(err(
+            errors.push(
                 "version",
                 format!("unsupported version {}, expected 1", self.version),
-            ));
+            );
         }
+
         let mut names = BTreeSet::new();
         for (i, f) in self.input.fields.iter().enumerate() {
             let field = format!("input.fields[{i}].name");
             if f.name.is_empty() || f.name.contains(['{', '}']) {
-                return Err(err(&field, format!("invalid field name {:?}", f.name)));
-            }
-            if !names.insert(f.name.as_str()) {
-                return Err(err(&field, format!("duplicate field {:?}", f.name)));
+                errors.push(&field, format!("invalid field name {:?}", f.name));
+            } else if !names.insert(f.name.as_str()) {
+                errors.push(&field, format!("duplicate field {:?}", f.name));
             }
             if f.ty == FieldType::Any && self.input.format == InputFormat::Csv {
-                return Err(err(
-                    &format!("input.fields[{i}].type"),
-                    "type 'any' is for JSON Lines only".into(),
-                ));
+                errors.push(
+                    format!("input.fields[{i}].type"),
+                    "type 'any' is for JSON Lines only",
+                );
             }
         }
         let d = self.input.delimiter;
         if !d.is_ascii() || matches!(d, '"' | '\n' | '\r') {
-            return Err(err(
+            errors.push(
                 "input.delimiter",
                 format!(
                     "{d:?} cannot be a delimiter: use one ASCII character other than quote and newline"
                 ),
-            ));
+            );
         }
-        check_range(
-            &err,
-            "input.max_record_bytes",
-            self.input.max_record_bytes as u64,
-            1,
-            64 << 20,
-        )?;
+        self.input.check_bounds(&mut errors);
+
         if !METHODS.contains(&self.request.method.as_str()) {
-            return Err(err(
+            errors.push(
                 "request.method",
                 format!(
                     "{:?} is not one of {}",
                     self.request.method,
                     METHODS.join(", ")
                 ),
-            ));
+            );
         }
-        let referenced = self
-            .referenced_fields()
-            .map_err(|(field, message)| err(&field, message))?;
+        let mut template_errors = Vec::new();
+        let referenced = self.placeholders(&mut template_errors);
+        for (field, message) in template_errors {
+            errors.push(field, message);
+        }
         if !self.input.fields.is_empty() {
             for (field, name) in &referenced {
                 if !names.contains(name.as_str()) {
-                    return Err(err(
+                    errors.push(
                         field,
                         format!("placeholder {{{name}}} names no field of input.fields"),
-                    ));
+                    );
                 }
             }
         }
         let h = &self.request.idempotency_header;
         if !h.is_empty() && http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err(err(
+            errors.push(
                 "request.idempotency_header",
                 format!("{h:?} is not a valid header name"),
-            ));
+            );
         }
         for name in self.request.headers.keys() {
             if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(err(
-                    &format!("request.headers.{name}"),
-                    "not a valid header name".into(),
-                ));
+                errors.push(format!("request.headers.{name}"), "not a valid header name");
             }
         }
-        if let Some(p) = self.job.tolerated_failure_percent
-            && !(0.0..=100.0).contains(&p)
-        {
-            return Err(err(
-                "job.tolerated_failure_percent",
-                format!("{p} is out of range 0..=100"),
-            ));
-        }
-        check_range(
-            &err,
-            "client.concurrency",
-            self.client.concurrency as u64,
-            1,
-            4096,
-        )?;
-        check_range(
-            &err,
-            "client.timeout_ms",
-            self.client.timeout_ms,
-            1,
-            900_000,
-        )?;
-        check_range(
-            &err,
-            "client.max_attempts",
-            self.client.max_attempts.into(),
-            1,
-            20,
-        )?;
-        check_range(
-            &err,
-            "client.max_response_bytes",
-            self.client.max_response_bytes as u64,
-            0,
-            1 << 20,
-        )?;
-        let c = &self.client;
-        check_range(
-            &err,
-            "client.concurrency_min",
-            c.concurrency_min as u64,
-            1,
-            c.concurrency as u64,
-        )?;
-        // `contains` is false for NaN, which YAML can spell as `.nan`.
-        if !(1.0..=100.0).contains(&c.concurrency_latency_ratio) {
-            return Err(err(
-                "client.concurrency_latency_ratio",
-                format!("{} is out of range 1..=100", c.concurrency_latency_ratio),
-            ));
-        }
-        if !(0.01..=0.99).contains(&c.concurrency_decrease_ratio) {
-            return Err(err(
-                "client.concurrency_decrease_ratio",
-                format!(
-                    "{} is out of range 0.01..=0.99",
-                    c.concurrency_decrease_ratio
-                ),
-            ));
-        }
-        check_range(&err, "client.backoff_base_ms", c.backoff_base_ms, 1, 60_000)?;
-        check_range(
-            &err,
-            "client.backoff_max_ms",
-            c.backoff_max_ms,
-            c.backoff_base_ms,
-            600_000,
-        )?;
-        check_range(
-            &err,
-            "client.retry_after_max_ms",
-            c.retry_after_max_ms,
-            1,
-            900_000,
-        )?;
-        check_range(
-            &err,
-            "client.retry_budget_percent",
-            c.retry_budget_percent.into(),
-            0,
-            1_000,
-        )?;
-        check_range(
-            &err,
-            "client.retry_budget_min_per_sec",
-            c.retry_budget_min_per_sec.into(),
-            0,
-            100_000,
-        )?;
-        if !(c.breaker_failure_rate > 0.0 && c.breaker_failure_rate <= 1.0) {
-            return Err(err(
-                "client.breaker_failure_rate",
-                format!("{} is out of range (0, 1]", c.breaker_failure_rate),
-            ));
-        }
-        check_range(
-            &err,
-            "client.breaker_window_secs",
-            c.breaker_window_secs,
-            1,
-            3_600,
-        )?;
-        check_range(
-            &err,
-            "client.breaker_min_calls",
-            c.breaker_min_calls.into(),
-            1,
-            1_000_000,
-        )?;
-        check_range(
-            &err,
-            "client.breaker_open_secs",
-            c.breaker_open_secs,
-            1,
-            3_600,
-        )?;
-        let name = &c.rate_limit_name;
+        self.request.check_bounds(&mut errors);
+
+        self.job.check_bounds(&mut errors);
+        self.client.check_bounds(&mut errors);
+        let name = &self.client.rate_limit_name;
         if name.is_empty()
             || name.len() > 64
             || !name
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
         {
-            return Err(err(
+            errors.push(
                 "client.rate_limit_name",
                 format!("{name:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'"),
-            ));
+            );
         }
-        check_range(
-            &err,
-            "client.rate_limit_per_sec",
-            c.rate_limit_per_sec.into(),
-            1,
-            1_000_000,
-        )?;
-        check_range(
-            &err,
-            "client.rate_limit_burst",
-            c.rate_limit_burst.into(),
-            1,
-            10_000_000,
-        )?;
-        check_range(
-            &err,
-            "split.chunk_bytes",
-            self.split.chunk_bytes,
-            1,
-            1 << 30,
-        )?;
-        Ok(())
+        self.split.check_bounds(&mut errors);
+        errors.finish()
     }
 
     /// Every placeholder of the request, as (config field path, placeholder name).
-    /// Also checks the templates' syntax and the URL's fixed parts.
+    /// Also checks the templates' syntax and the URL's fixed parts; the first problem found is
+    /// the error ([`PipelineConfig::validate`] reports them all).
     pub fn referenced_fields(&self) -> Result<Vec<(String, String)>, (String, String)> {
+        let mut errors = Vec::new();
+        let out = self.placeholders(&mut errors);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The placeholders of every template that parses; each template problem goes to `errors`
+    /// as (config field path, message).
+    fn placeholders(&self, errors: &mut Vec<(String, String)>) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let url = Template::parse(&self.request.url).map_err(|m| ("request.url".to_string(), m))?;
-        template::check_url_template(&self.request.url, &url)
-            .map_err(|m| ("request.url".to_string(), m))?;
-        out.extend(
-            url.placeholders()
-                .map(|p| ("request.url".to_string(), p.to_string())),
-        );
+        let url_field = || "request.url".to_string();
+        match Template::parse(&self.request.url) {
+            Ok(url) => {
+                if let Err(m) = template::check_url_template(&self.request.url, &url) {
+                    errors.push((url_field(), m));
+                }
+                out.extend(url.placeholders().map(|p| (url_field(), p.to_string())));
+            }
+            Err(m) => errors.push((url_field(), m)),
+        }
         for (name, value) in &self.request.headers {
             let field = format!("request.headers.{name}");
             if value.contains(['\r', '\n']) {
-                return Err((field, "CR or LF in a header value".into()));
+                errors.push((field.clone(), "CR or LF in a header value".into()));
             }
-            let t = Template::parse(value).map_err(|m| (field.clone(), m))?;
-            out.extend(t.placeholders().map(|p| (field.clone(), p.to_string())));
+            match Template::parse(value) {
+                Ok(t) => out.extend(t.placeholders().map(|p| (field.clone(), p.to_string()))),
+                Err(m) => errors.push((field, m)),
+            }
         }
         if let Some(body) = &self.request.body {
-            let t = BodyTemplate::parse(body).map_err(|m| ("request.body".to_string(), m))?;
-            out.extend(
-                t.placeholders()
-                    .into_iter()
-                    .map(|p| ("request.body".to_string(), p)),
-            );
+            match BodyTemplate::parse(body) {
+                Ok(t) => out.extend(
+                    t.placeholders()
+                        .into_iter()
+                        .map(|p| ("request.body".to_string(), p)),
+                ),
+                Err(m) => errors.push(("request.body".to_string(), m)),
+            }
         }
-        Ok(out)
+        out
     }
-}
-
-fn check_range(
-    err: &impl Fn(&str, String) -> ConfigError,
-    field: &str,
-    value: u64,
-    min: u64,
-    max: u64,
-) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(err(field, format!("{value} is out of range {min}..={max}")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -646,8 +782,19 @@ request:
   body: { id: "{id}", note: "user {email}" }
 "#;
 
-    fn error_of(yaml: &str) -> ConfigError {
+    fn errors_of(yaml: &str) -> ConfigErrors {
         PipelineConfig::from_yaml("pipelines/p.yaml", yaml).expect_err("config should be rejected")
+    }
+
+    /// The one error of a config with one mistake.
+    fn error_of(yaml: &str) -> ConfigError {
+        let errors = errors_of(yaml);
+        assert_eq!(
+            errors.errors().len(),
+            1,
+            "expected one error, got:\n{errors}"
+        );
+        errors.first().clone()
     }
 
     #[test]
@@ -799,8 +946,15 @@ request:
 
     #[test]
     fn duplicate_field_and_any_type_in_csv_are_rejected() {
+        // The duplicate leaves {email} naming no field: that is reported too.
         let dup = GOOD.replace("- { name: email }", "- { name: id }");
-        assert_eq!(error_of(&dup).field, "input.fields[1].name");
+        let errors = errors_of(&dup);
+        let fields: Vec<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["input.fields[1].name", "request.url", "request.body"],
+            "{errors}"
+        );
         let any = GOOD.replace("- { name: email }", "- { name: email, type: any }");
         assert_eq!(error_of(&any).field, "input.fields[1].type");
     }
@@ -809,5 +963,196 @@ request:
     fn unbalanced_brace_in_body_names_body() {
         let e = error_of(&GOOD.replace("note: \"user {email}\"", "note: \"user {email\""));
         assert_eq!(e.field, "request.body");
+    }
+
+    /// Today's defaults, spelled out: a change to any declared default fails here.
+    #[test]
+    fn minimal_config_has_todays_defaults() {
+        let minimal = "input: { format: jsonl }\nrequest: { url: \"https://h/x\" }\n";
+        let c = PipelineConfig::from_yaml("p.yaml", minimal).unwrap();
+        let expected = PipelineConfig {
+            version: 1,
+            input: InputConfig {
+                format: InputFormat::Jsonl,
+                fields: vec![],
+                delimiter: ',',
+                max_record_bytes: 1 << 20,
+            },
+            request: RequestConfig {
+                method: "GET".into(),
+                url: "https://h/x".into(),
+                headers: BTreeMap::new(),
+                body: None,
+                idempotency_header: "Idempotency-Key".into(),
+            },
+            client: ClientConfig {
+                concurrency: 64,
+                timeout_ms: 10_000,
+                max_attempts: 3,
+                max_response_bytes: 16 * 1024,
+                concurrency_min: 1,
+                concurrency_latency_ratio: 2.0,
+                concurrency_decrease_ratio: 0.5,
+                backoff_base_ms: 100,
+                backoff_max_ms: 5_000,
+                retry_after_max_ms: 30_000,
+                retry_budget_percent: 20,
+                retry_budget_min_per_sec: 10,
+                breaker_failure_rate: 0.5,
+                breaker_window_secs: 10,
+                breaker_min_calls: 20,
+                breaker_open_secs: 5,
+                rate_limit_name: "api".into(),
+                rate_limit_per_sec: 5_000,
+                rate_limit_burst: 500,
+            },
+            split: SplitConfig {
+                chunk_bytes: 4 << 20,
+            },
+            job: JobConfig {
+                tolerated_failure_count: None,
+                tolerated_failure_percent: None,
+            },
+        };
+        assert_eq!(c, expected);
+        assert_eq!(c.client, ClientConfig::default());
+        assert_eq!(c.split, SplitConfig::default());
+        assert_eq!(c.job, JobConfig::default());
+    }
+
+    #[test]
+    fn config_with_three_mistakes_reports_all_three() {
+        let yaml = GOOD
+            .replace("method: POST", "method: FETCH")
+            .replace("email={email}", "email={mail}");
+        let yaml = format!("{yaml}client: {{ concurrency: 0 }}\n");
+        let errors = errors_of(&yaml);
+        let fields: Vec<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["request.method", "request.url", "client.concurrency"],
+            "{errors}"
+        );
+        assert!(errors.errors().iter().all(|e| e.file == "pipelines/p.yaml"));
+        assert_eq!(
+            errors.to_string(),
+            "pipelines/p.yaml: request.method: \"FETCH\" is not one of GET, POST, PUT, PATCH, DELETE, HEAD\n\
+             pipelines/p.yaml: request.url: placeholder {mail} names no field of input.fields\n\
+             pipelines/p.yaml: client.concurrency: 0 is out of range 1..=4096"
+        );
+    }
+
+    #[test]
+    fn template_and_header_problems_are_all_reported() {
+        let yaml = GOOD
+            .replace(
+                "https://api.example.com/users/{id}",
+                "https://{id}.example.com/users",
+            )
+            .replace("X-Source: fanout", "\"Bad Header\": x, X-Ok: \"{nope}\"")
+            .replace("note: \"user {email}\"", "note: \"user {email\"");
+        let errors = errors_of(&format!(
+            "{yaml}job: {{ tolerated_failure_percent: -1 }}\nsplit: {{ chunk_bytes: 0 }}\n"
+        ));
+        let fields: BTreeSet<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        let expected = BTreeSet::from([
+            "request.url",
+            "request.headers.Bad Header",
+            "request.headers.X-Ok",
+            "request.body",
+            "job.tolerated_failure_percent",
+            "split.chunk_bytes",
+        ]);
+        assert_eq!(fields, expected, "{errors}");
+        assert_eq!(errors.to_string().lines().count(), errors.errors().len());
+    }
+
+    #[test]
+    fn relation_is_not_reported_again_when_its_other_setting_is_out_of_range() {
+        // concurrency_min is at most concurrency, backoff_max_ms at least backoff_base_ms: with
+        // concurrency or backoff_base_ms out of range, only that setting is wrong.
+        let e = error_of(&format!("{GOOD}client: {{ concurrency: 0 }}\n"));
+        assert_eq!(e.field, "client.concurrency");
+        let e = error_of(&format!("{GOOD}client: {{ backoff_base_ms: 60001 }}\n"));
+        assert_eq!(e.field, "client.backoff_base_ms");
+        // The static range still holds when the other setting is wrong.
+        let errors = errors_of(&format!(
+            "{GOOD}client: {{ concurrency: 0, concurrency_min: 5000 }}\n"
+        ));
+        let fields: Vec<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["client.concurrency", "client.concurrency_min"]);
+        assert_eq!(errors.errors()[1].message, "5000 is out of range 1..=4096");
+        // And the relation reads as today's range.
+        let e = error_of(&format!(
+            "{GOOD}client: {{ concurrency: 8, concurrency_min: 9 }}\n"
+        ));
+        assert_eq!(e.message, "9 is out of range 1..=8");
+    }
+
+    /// Every setting declared with a range: values just outside it are rejected, each with one
+    /// error naming the file and the setting's path; its edges are accepted. A setting declared
+    /// with a range is covered without touching this test.
+    #[test]
+    fn every_bounded_setting_rejects_values_outside_its_range() {
+        let good = PipelineConfig::from_yaml("p.yaml", GOOD).unwrap();
+        let settings: Vec<BoundedSetting> = [
+            good.input.bounded(),
+            good.request.bounded(),
+            good.client.bounded(),
+            good.split.bounded(),
+            good.job.bounded(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let paths: Vec<&str> = settings.iter().map(|s| s.path).collect();
+        for expected in [
+            "input.max_record_bytes",
+            "client.concurrency",
+            "client.concurrency_min",
+            "client.breaker_failure_rate",
+            "client.rate_limit_burst",
+            "split.chunk_bytes",
+            "job.tolerated_failure_percent",
+        ] {
+            assert!(paths.contains(&expected), "{expected} not in {paths:?}");
+        }
+        let good_yaml: serde_norway::Value = serde_norway::to_value(&good).unwrap();
+        let with = |path: &str, value: &str| {
+            let (section, key) = path.split_once('.').unwrap();
+            let mut doc = good_yaml.clone();
+            doc[section][key] = serde_norway::from_str(value).unwrap();
+            serde_norway::to_string(&doc).unwrap()
+        };
+        for s in &settings {
+            assert!(!s.outside.is_empty(), "{}", s.path);
+            for value in &s.outside {
+                let e = error_of(&with(s.path, value));
+                assert_eq!(e.field, s.path, "{value}: {e}");
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("pipelines/p.yaml: {}: ", s.path)),
+                    "{e}"
+                );
+                assert!(e.message.contains("is out of range"), "{e}");
+            }
+            // An edge is admitted by the setting's own range (another setting related to it may
+            // then be out of its range: backoff_base_ms = 60000 with backoff_max_ms = 5000).
+            for value in &s.edges {
+                if let Err(errors) = PipelineConfig::from_yaml("p.yaml", &with(s.path, value)) {
+                    assert!(
+                        errors.errors().iter().all(|e| e.field != s.path),
+                        "{} = {value} should be accepted: {errors}",
+                        s.path
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn defaulted_key_set_to_null_is_still_a_type_error() {
+        let e = error_of(&format!("{GOOD}client: {{ concurrency: ~ }}\n"));
+        assert!(e.message.contains("invalid type"), "{e}");
     }
 }
