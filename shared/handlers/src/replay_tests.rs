@@ -233,7 +233,10 @@ async fn a_dead_letter_of_the_job_is_worked_and_deleted_another_jobs_is_released
     assert_eq!(fakes.dead_letters.deleted(), [ours]);
     // Released, so still in the queue and visible at once: the replay's last receive, which
     // finds only messages it has seen, hands them back too.
-    assert_eq!(fakes.dead_letters.remaining(), [theirs.clone(), garbage.clone()]);
+    assert_eq!(
+        fakes.dead_letters.remaining(),
+        [theirs.clone(), garbage.clone()]
+    );
     assert_eq!(fakes.dead_letters.visible(), [theirs, garbage]);
     let job = fakes.ledger.job(&job_id).unwrap();
     assert_eq!(
