@@ -207,10 +207,10 @@ impl ClientStackBuilder {
 /// the single-layer client it replaced.
 ///
 /// ```no_run
-/// # async fn f(config: &fanout::config::ClientConfig, request: &fanout::request::ApiRequest)
+/// # async fn f(config: &fanout_core::config::ClientConfig, request: &fanout_core::request::ApiRequest)
 /// # -> anyhow::Result<()> {
-/// use fanout::client::{ClientStack, http::pooled_client};
-/// use fanout::ports::ApiClient;
+/// use fanout_client::{ClientStack, http::pooled_client};
+/// use fanout_core::ports::ApiClient;
 ///
 /// let stack = ClientStack::new(pooled_client()?);
 /// stack.deadline().set_epoch_ms(1_700_000_000_000, std::time::Duration::from_secs(10));
