@@ -238,32 +238,14 @@ pub fn s3_put_event(
     etag: &str,
     version_id: Option<&str>,
 ) -> S3Event {
-    let encoded: String = key
-        .split('/')
-        .map(|part| {
-            percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-                .replace("%20", "+")
-        })
-        .collect::<Vec<_>>()
-        .join("/");
-    serde_json::from_value(json!({"Records": [{
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "1970-01-01T00:00:00.000Z",
-        "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "local"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "local", "x-amz-id-2": "local"},
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "input-upload",
-            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": format!("arn:aws:s3:::{bucket}")},
-            "object": {"key": encoded, "size": size, "eTag": etag.trim_matches('"'), "versionId": version_id}
-        }
-    }]}))
-    .expect("the S3 event literal matches aws_lambda_events' S3Event")
+    fanout_handlers::events::s3_event(
+        "ObjectCreated:Put",
+        bucket,
+        key,
+        Some(size),
+        Some(etag),
+        version_id,
+    )
 }
 
 /// Uploads a pipeline config to `pipelines/<name>.yaml`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fanout_aws::breaker::DynamoBreakerStores;
 use fanout_aws::{cloudwatch, dynamo, leaser::DynamoLeaser, required_env, s3, sqs};
 use fanout_client::limiter::source::{FleetLimits, system_clock};
-use fanout_client::{BreakerStoreFactory, ClientStack, TokenSourceFactory};
+use fanout_client::{BreakerStoreFactory, ClientStack};
 use fanout_core::config::ClientConfig;
 use fanout_core::metrics::{CounterDeltas, DimensionSets, WorkerMetrics};
 use fanout_core::ports::BreakerStateStore;
@@ -62,7 +62,7 @@ pub fn container(
     ));
     let breakers = Arc::new(DynamoBreakerStores::new(ddb.clone(), table));
     let api = ClientStack::builder()
-        .token_sources(token_sources(&limits))
+        .token_sources(limits.factory())
         .breaker_stores(breaker_stores(&breakers))
         .build(fanout_client::http::pooled_client()?);
     let counters = {
@@ -97,11 +97,6 @@ pub fn container(
         limits,
         breakers,
     })
-}
-
-/// Each pipeline's token source is its fleet-wide limit.
-pub fn token_sources(limits: &Arc<FleetLimits>) -> TokenSourceFactory {
-    limits.factory()
 }
 
 /// Each pipeline's breaker shares its open state through its item in the ledger table.

@@ -22,10 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::dynamo::is_condition_failure;
+use super::dynamo::{ddb_err, is_condition_failure};
 use fanout_core::config::ClientConfig;
 use fanout_core::ports::BreakerStateStore;
 
@@ -103,7 +102,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             .projection_expression("open_until_ms")
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("DynamoDB GetItem breaker: {}", DisplayErrorContext(e)))?;
+            .map_err(|e| ddb_err("GetItem breaker", e))?;
         Ok(out
             .item()
             .and_then(|i| i.get("open_until_ms"))
@@ -129,10 +128,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             Ok(_) => Ok(()),
             // A later opening is stored: it stands.
             Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(
-                "DynamoDB UpdateItem breaker open: {}",
-                DisplayErrorContext(e)
-            )),
+            Err(e) => Err(ddb_err("UpdateItem breaker open", e)),
         }
     }
 
@@ -152,10 +148,7 @@ impl BreakerStateStore for DynamoBreakerStore {
             Ok(_) => Ok(()),
             // Already closed, or reopened since the probe was sent.
             Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(
-                "DynamoDB UpdateItem breaker close: {}",
-                DisplayErrorContext(e)
-            )),
+            Err(e) => Err(ddb_err("UpdateItem breaker close", e)),
         }
     }
 }

@@ -143,7 +143,11 @@ pub(crate) fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetad
     }
 }
 
-fn ddb_err<E: std::error::Error + Send + Sync + 'static>(what: &str, e: E) -> anyhow::Error {
+/// A DynamoDB SDK error with its whole chain, after the operation it came from.
+pub(crate) fn ddb_err<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    e: E,
+) -> anyhow::Error {
     anyhow::anyhow!(
         "DynamoDB {what}: {}",
         aws_sdk_dynamodb::error::DisplayErrorContext(e)

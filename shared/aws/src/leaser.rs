@@ -67,10 +67,7 @@ impl TokenLeaser for DynamoLeaser {
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 Ok(None)
             }
-            Err(e) => Err(anyhow::anyhow!(
-                "DynamoDB UpdateItem limit window: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e)
-            )),
+            Err(e) => Err(crate::dynamo::ddb_err("UpdateItem limit window", e)),
         }
     }
 }

@@ -48,13 +48,7 @@ impl ManifestQueue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "SendMessageBatch {}: {}",
-                    self.queue_url,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(|e| sqs_err("SendMessageBatch", &self.queue_url, e))?;
         if let Some(failed) = out.failed().first() {
             anyhow::bail!(
                 "SendMessageBatch {}: {} of the entries failed, first {}: {}",
@@ -68,6 +62,7 @@ impl ManifestQueue for SqsQueue {
     }
 }
 
+/// An SQS SDK error with its whole chain, after the operation and the queue.
 fn sqs_err<E>(what: &str, queue_url: &str, e: aws_sdk_sqs::error::SdkError<E>) -> anyhow::Error
 where
     E: std::error::Error + Send + Sync + 'static,

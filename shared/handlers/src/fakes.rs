@@ -1049,32 +1049,7 @@ impl Fakes {
 /// An S3 event of one record, as S3 sends it (the key URL-encoded, `+` for spaces).
 /// `event_name` is e.g. `ObjectCreated:Put` or `ObjectRemoved:Delete`.
 pub fn s3_event(event_name: &str, bucket: &str, key: &str, version_id: Option<&str>) -> S3Event {
-    let encoded: String = key
-        .split('/')
-        .map(|part| {
-            percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-                .replace("%20", "+")
-        })
-        .collect::<Vec<_>>()
-        .join("/");
-    serde_json::from_value(serde_json::json!({"Records": [{
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "1970-01-01T00:00:00.000Z",
-        "eventName": event_name,
-        "userIdentity": {"principalId": "fake"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "fake", "x-amz-id-2": "fake"},
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "input-upload",
-            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "fake"}, "arn": format!("arn:aws:s3:::{bucket}")},
-            "object": {"key": encoded, "versionId": version_id}
-        }
-    }]}))
-    .expect("the S3 event literal matches aws_lambda_events' S3Event")
+    crate::events::s3_event(event_name, bucket, key, None, None, version_id)
 }
 
 /// An SQS event of messages `(message id, body)`.

@@ -6,11 +6,13 @@
 //! | [`splitter`] | an S3 upload: plan the ranges, enqueue the manifests, open the job |
 //! | [`worker`] | an SQS batch of manifests: read → call → commit → after |
 //! | [`replay`] | a finished job's dead letters and failed records, sent again |
+//! | [`events`] | Lambda events built from their parts (the local runner, tests) |
 //! | [`telemetry`] | JSON logs for Lambda, text for a terminal |
 //! | [`fakes`] | in-memory fakes of every port, shared by the handlers' unit tests |
 //!
 //! No AWS SDK here: the function binaries (`functions/`) wire the AWS adapters into the deps.
 
+pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 pub mod replay;

@@ -13,6 +13,7 @@
 //! set (not added) from the objects, so a second run after a crash converges on the same state.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -23,10 +24,8 @@ use fanout_core::config::{InputFormat, PipelineConfig};
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, keys};
 use fanout_core::output::{FailedLine, ResultLine};
-use fanout_core::request::compile;
-use std::sync::Arc;
-
 use fanout_core::ports::{DeadLetterQueue, LedgerRepair};
+use fanout_core::request::compile;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
