@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the sample events in events/ through the real Lambda binaries, as Lambda would, without
-# Docker: `cargo lambda watch` serves the functions (built for this host) behind the Lambda runtime
-# API, `cargo lambda invoke` sends each event, and the answers are checked.
+# Docker: `cargo lambda watch --only-lambda-apis` serves the Lambda runtime API, each function's
+# binary (built for this host) polls it as it would in Lambda, `cargo lambda invoke` sends each
+# event, and the answers are checked.
 # Run it under scripts/with-stack.sh (the functions talk to moto):
 #   scripts/with-stack.sh infra/invoke-local.sh
 set -euo pipefail
@@ -10,26 +11,38 @@ cd "$repo"
 use_local_aws
 
 # The events name the bucket fanout-data: the local stack with prefix "fanout".
-stack_json=$(cargo run -q --locked -p fanout -- local up --prefix fanout)
+# The binaries of the workspace's build (a no-op after `make test`'s compile phase). Letting
+# cargo lambda build the functions would select other features and compile much of it again, and
+# an invocation waiting for that build could find its deadline already past.
+cargo build --workspace --all-targets --locked -q
+stack_json=$(target/debug/fanout local up --prefix fanout)
 queue_url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["queue_url"])' "$stack_json")
 table=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["table"])' "$stack_json")
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .local
 log=.local/cargo-lambda-watch.log
-cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \
-  --env-var "QUEUE_URL=$queue_url" --env-var "TABLE_NAME=$table" \
-  --env-var "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" --env-var "AWS_REGION=$AWS_REGION" \
-  --env-var "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}" \
-  --env-var "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}" \
-  --env-var "AWS_EC2_METADATA_DISABLED=true" --env-var "RUST_LOG=info" \
-  >"$log" 2>&1 &
-watch_pid=$!
-trap 'kill $watch_pid 2>/dev/null; wait $watch_pid 2>/dev/null || true' EXIT INT TERM
+cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$port" >"$log" 2>&1 &
+pids=($!)
+trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 100); do
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1)" 2>/dev/null && break
-  kill -0 $watch_pid 2>/dev/null || { cat "$log"; exit 1; }
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$log"; exit 1; }
   sleep 0.2
+done
+# Each function as Lambda starts it: the runtime API (its own path on the watch server), the
+# function's variables, the environment the template sets.
+for function in splitter worker; do
+  env QUEUE_URL="$queue_url" TABLE_NAME="$table" \
+    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/$function" \
+    AWS_LAMBDA_FUNCTION_NAME="$function" AWS_LAMBDA_FUNCTION_VERSION=1 \
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \
+    AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" AWS_REGION="$AWS_REGION" \
+    AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}" \
+    AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}" \
+    AWS_EC2_METADATA_DISABLED=true RUST_LOG=info \
+    "target/debug/$function" >".local/lambda-$function.log" 2>&1 &
+  pids+=($!)
 done
 
 passed=0

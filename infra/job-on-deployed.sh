@@ -27,7 +27,9 @@ for m in mappings:
 print(f"disabled {len(mappings)} event source mapping(s) of {sys.argv[1]}: the local pollers take their place")
 PY
 
-cargo build --locked -q -p fanout -p mock-api
+# The binaries of the workspace's test build: a no-op after `make test`'s compile phase. (A
+# `cargo build -p fanout -p mock-api` would select other features and compile much of it again.)
+cargo test --workspace --locked --no-run -q
 bin=target/debug
 records=20000
 input=.local/deployed-job-$records.csv
