@@ -12,12 +12,13 @@ demo: setup
 
 ## test: every check and test, each phase timed (scripts/phase.sh; the table at the end, and in
 ## .local/phases.tsv): formatting and clippy; the Lambda binaries' dependency graph (no local
-## tooling, infra/check-deps.sh); the workspace's test build; unit and property tests of every
+## tooling, infra/check-deps.sh); the workspace's build (bins and tests, one feature set: the infra
+## scripts run these binaries rather than build their own); unit and property tests of every
 ## crate, the mock API's and the template's static checks (infra/template-tests); the end-to-end
 ## suite on the local stack (tests/e2e, one binary, run in four processes: see tests/e2e/main.rs);
 ## sam validate --lint, cfn-lint and checkov; the template built (sam build --config-env local:
 ## x86_64, see samconfig.toml), deployed into the local AWS, read back and given a job; and the
-## events/ run through the Lambda binaries (cargo lambda).
+## events/ run through the Lambda binaries (behind cargo lambda's runtime API).
 ## Every cargo command selects the whole workspace (--workspace with target filters), so the
 ## features cargo unifies are the same each time and nothing is compiled twice.
 ## The steady-rate load test (tests/e2e/limit.rs) gets a local AWS of its own, with CloudWatch in a
@@ -30,7 +31,7 @@ test: setup
 	@rm -f .local/phases.tsv
 	scripts/phase.sh lint $(MAKE) --no-print-directory lint
 	scripts/phase.sh deps infra/check-deps.sh
-	scripts/phase.sh compile cargo test --workspace --locked --no-run
+	scripts/phase.sh compile cargo build --workspace --all-targets --locked
 	scripts/phase.sh unit cargo test --workspace --locked --lib --bins --test template --test mock
 	scripts/phase.sh doc cargo test --workspace --locked --doc
 	scripts/phase.sh integration scripts/with-stack.sh $(E2E) --test status_json -- \

@@ -30,11 +30,20 @@ for _ in $(seq 1 100); do
   kill -0 "${pids[0]}" 2>/dev/null || { cat "$log"; exit 1; }
   sleep 0.2
 done
-# Each function as Lambda starts it: the runtime API (its own path on the watch server), the
+# cargo lambda's runtime API sends a deadline in 1970: the proxy sends now + the timeout instead,
+# as Lambda does (infra/runtime_deadline_proxy.py says why it matters to the worker).
+proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 infra/runtime_deadline_proxy.py "$proxy_port" "$port" 60 >.local/runtime-proxy.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $proxy_port), timeout=1)" 2>/dev/null && break
+  sleep 0.1
+done
+# Each function as Lambda starts it: the runtime API (its own path, through the proxy), the
 # function's variables, the environment the template sets.
 for function in splitter worker; do
   env QUEUE_URL="$queue_url" TABLE_NAME="$table" \
-    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/$function" \
+    AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$proxy_port/.rt/$function" \
     AWS_LAMBDA_FUNCTION_NAME="$function" AWS_LAMBDA_FUNCTION_VERSION=1 \
     AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \
     AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" AWS_REGION="$AWS_REGION" \
@@ -98,6 +107,12 @@ check "splitter: the same event again is a duplicate (idempotent)" splitter "$st
   'ok and r[0]["outcome"] in ("duplicate", "started")'
 check "worker: a manifest for a missing object is reported as a batch item failure" worker events/sqs-manifest-missing-object.json \
   'ok and [f["itemIdentifier"] for f in r["batchItemFailures"]] == ["00000000-0000-0000-0000-000000000001"]'
+# ... for the reason the event is about: the object is missing (not, say, no time left to start).
+if grep -q 'NoSuchKey' .local/lambda-worker.log; then
+  passed=$((passed + 1)); echo "ok   worker: the failure is the missing object (NoSuchKey in its log)"
+else
+  failed=$((failed + 1)); echo "FAIL worker: no NoSuchKey in .local/lambda-worker.log"; tail -5 .local/lambda-worker.log
+fi
 if [ -f events/sqs-manifest.json ]; then
   check "worker processes a manifest" worker events/sqs-manifest.json 'ok and r["batchItemFailures"] == []'
 fi

@@ -27,9 +27,9 @@ for m in mappings:
 print(f"disabled {len(mappings)} event source mapping(s) of {sys.argv[1]}: the local pollers take their place")
 PY
 
-# The binaries of the workspace's test build: a no-op after `make test`'s compile phase. (A
+# The binaries of the workspace's build: a no-op after `make test`'s compile phase. (A
 # `cargo build -p fanout -p mock-api` would select other features and compile much of it again.)
-cargo test --workspace --locked --no-run -q
+cargo build --workspace --all-targets --locked -q
 bin=target/debug
 records=20000
 input=.local/deployed-job-$records.csv
