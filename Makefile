@@ -21,11 +21,7 @@ demo: setup
 ## events/ run through the Lambda binaries (behind cargo lambda's runtime API).
 ## Every cargo command selects the whole workspace (--workspace with target filters), so the
 ## features cargo unifies are the same each time and nothing is compiled twice.
-## The steady-rate load test (tests/e2e/limit.rs) gets a local AWS of its own, with CloudWatch in a
-## second moto (FANOUT_CLOUDWATCH_APART, see scripts/with-stack.sh): moto's PutMetricData slows as
-## the metric data it stores grows (0.3-0.6 s per call after the fault suite), and holds the
-## interpreter lock every moto service shares, which delays the rate limiter's DynamoDB writes and
-## takes the fleet below its rate. Real CloudWatch and DynamoDB share no such lock.
+## Each phase that needs AWS gets a fresh local AWS (scripts/with-stack.sh: one ministack process).
 E2E := cargo test --workspace --locked --test e2e
 test: setup
 	@rm -f .local/phases.tsv
@@ -38,7 +34,7 @@ test: setup
 		--skip secrets:: --skip resilience:: --skip limit::
 	scripts/phase.sh secrets scripts/with-stack.sh $(E2E) secrets::
 	scripts/phase.sh load-resilience scripts/with-stack.sh $(E2E) resilience::
-	FANOUT_CLOUDWATCH_APART=1 scripts/phase.sh load-limit scripts/with-stack.sh $(E2E) limit::
+	scripts/phase.sh load-limit scripts/with-stack.sh $(E2E) limit::
 	FANOUT_TEMPLATE_TEST_DONE=1 scripts/phase.sh infra-check infra/check.sh
 	scripts/phase.sh infra-build infra/build.sh --config-env local
 	scripts/phase.sh deploy scripts/with-stack.sh infra/deploy-local.sh --deploy
@@ -68,7 +64,7 @@ test-infra: setup
 	infra/deploy-local.sh
 	scripts/with-stack.sh infra/invoke-local.sh
 
-## setup: the Python venv with the local AWS (moto).
+## setup: the Python venvs: the SAM CLI and build tools (.venv), the local AWS (.venv/stack).
 setup:
 	@scripts/setup.sh
 
@@ -84,7 +80,7 @@ bench:
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
 bench-limit: setup
 	@mkdir -p .local && rm -f .local/bench-limit.jsonl
-	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl FANOUT_CLOUDWATCH_APART=1 scripts/with-stack.sh \
+	FANOUT_BENCH_OUT=$(CURDIR)/.local/bench-limit.jsonl scripts/with-stack.sh \
 		cargo test --release --workspace --locked --test e2e -- --nocapture limit:: resilience::
 	@scripts/bench-limit-summary.py .local/bench-limit.jsonl
 

@@ -3,8 +3,11 @@
 # Docker: `cargo lambda watch --only-lambda-apis` serves the Lambda runtime API, each function's
 # binary (built for this host) polls it as it would in Lambda, `cargo lambda invoke` sends each
 # event, and the answers are checked.
-# Run it under scripts/with-stack.sh (the functions talk to moto):
+# Run it under scripts/with-stack.sh (the functions talk to the local AWS, ministack):
 #   scripts/with-stack.sh infra/invoke-local.sh
+# The resources here are `fanout local up`'s (no function, no notification, no event source
+# mapping), so ministack invokes nothing itself: every invocation is one of `cargo lambda invoke`'s.
+# (infra/job-on-deployed.sh is where ministack runs the deployed functions.)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo"

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Runs a small job on the stack that infra/deploy-local.sh deployed from template.yaml into the
-# local AWS (its KMS-encrypted bucket, its queue with the DLQ redrive, its ledger table), with the
-# same splitter and worker handlers the Lambda binaries run, and checks that every record is
-# accounted for. This is what ties the local runs to the template: the resources here are the
-# template's, not the ones `fanout local up` creates.
+# Runs a job on the stack that infra/deploy-local.sh deployed from template.yaml into the local AWS
+# (ministack), the way a job runs in AWS: this script uploads a config and an input, and the rest
+# is the stack's own doing. ministack runs the deployed functions, the bootstrap binaries that
+# `sam build` made, as processes of this machine behind its own Lambda runtime API (no Docker):
+# the bucket's notification invokes the splitter (asynchronously, with the EventInvokeConfig's
+# retries and on-failure queue), and the worker's SQS event source mapping polls the manifest
+# queue and invokes the worker (batch size, ReportBatchItemFailures, maximum concurrency as
+# deployed). The script waits for the job to be final in the ledger and checks that every record is
+# accounted for, in the summary and in the output. Nothing else consumes the queue or invokes the
+# functions, so there is no race to lose.
 #   infra/job-on-deployed.sh RESOURCES_JSON   (written by infra/test_deployed.py --resources-out)
 # Run it under scripts/with-stack.sh, after the deploy, as infra/deploy-local.sh does.
 set -euo pipefail
@@ -11,24 +16,29 @@ source "$(dirname "$0")/lib.sh"
 cd "$repo"
 use_local_aws
 resources=${1:?usage: infra/job-on-deployed.sh RESOURCES_JSON}
-field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$resources" "$1"; }
 
-# The local runner's pollers play the worker's SQS event source mapping. moto would run the
-# deployed mapping too: on every SendMessage it receives the message and tries to invoke the
-# function (no Docker here, so the invocation fails and the message is received again and again
-# until it is redriven to the DLQ). So the deployed mapping is switched off for this run.
-python3 - "$(field worker_function)" <<'PY'
-import sys, boto3
+# One thing a deployed stack in AWS does not need, and ministack 1.5.33 does: the event source
+# mapping's maximum concurrency as a number. CloudFormation resolves the parameter it comes from to
+# a string, which ministack keeps (cloudformation/provisioners.py _lambda_esm_create), and its SQS
+# poller compares it with an int: a TypeError on every pass ("ESM SQS poller error" in its log),
+# so the mapping never polls. The same value written back through UpdateEventSourceMapping is
+# stored as the number it is. (The functions reach this emulator, not AWS, because
+# scripts/with-stack.sh starts ministack with AWS_ENDPOINT_URL, which it hands to what it runs.)
+python - "$resources" <<'PY'
+import json, sys
+import boto3
+
+r = json.load(open(sys.argv[1]))
 lam = boto3.client("lambda")
-mappings = lam.list_event_source_mappings(FunctionName=sys.argv[1])["EventSourceMappings"]
-assert mappings, f"{sys.argv[1]} has no event source mapping"
-for m in mappings:
-    lam.update_event_source_mapping(UUID=m["UUID"], Enabled=False)
-print(f"disabled {len(mappings)} event source mapping(s) of {sys.argv[1]}: the local pollers take their place")
+(mapping,) = lam.list_event_source_mappings(FunctionName=r["worker_function"])["EventSourceMappings"]
+scaling = {"MaximumConcurrency": int(mapping["ScalingConfig"]["MaximumConcurrency"])}
+lam.update_event_source_mapping(UUID=mapping["UUID"], ScalingConfig=scaling)
+print(f"event source mapping {scaling}", file=sys.stderr)
 PY
 
-# The binaries of the workspace's build: a no-op after `make test`'s compile phase. (A
-# `cargo build -p fanout -p mock-api` would select other features and compile much of it again.)
+# The workspace's build: the input generator and the mock API (a no-op after `make test`'s compile
+# phase; a `cargo build -p fanout -p mock-api` would select other features and compile much of it
+# again). The functions themselves are the deployed `sam build` binaries.
 cargo build --workspace --all-targets --locked -q
 bin=target/debug
 records=20000
@@ -46,25 +56,103 @@ for _ in $(seq 1 50); do grep -q listening .local/deployed-mock-api.log && break
 pipeline=.local/deployed-job.yaml
 sed -e "s|{{API_BASE_URL}}|http://127.0.0.1:$api_port|" -e 's|chunk_bytes: .*|chunk_bytes: 65536|' \
   -e 's|max_attempts: .*|max_attempts: 6|' pipelines/demo.yaml >"$pipeline"
-out=$($bin/fanout local run --quiet --input "$input" --pipeline "$pipeline" --name deployed \
-  --bucket "$(field bucket)" --queue-url "$(field queue_url)" --dlq-url "$(field dlq_url)" \
-  --table "$(field table)" --workers 4)
-echo "$out"
-python3 - "$records" "$out" <<'PY'
-import json, sys
-records, line = int(sys.argv[1]), json.loads(sys.argv[2].splitlines()[-1])
+# A config the splitter would refuse fails here, with the reason, rather than as a failed job.
+$bin/fanout validate "$pipeline" >/dev/null
+
+python - "$resources" "$pipeline" "$input" "$records" <<'PY'
+import json, sys, time
+import boto3
+
+r = json.load(open(sys.argv[1]))
+pipeline, input_path, records = sys.argv[2], sys.argv[3], int(sys.argv[4])
+s3, ddb, sqs = boto3.client("s3"), boto3.client("dynamodb"), boto3.client("sqs")
+lam, logs = boto3.client("lambda"), boto3.client("logs")
+bucket, name = r["bucket"], "deployed"
+# A manifest whose invocation was lost is delivered again after the queue's visibility timeout
+# (6 x the 60 s worker timeout); a job not final well after that is stuck. (It takes seconds.)
+limit_s = 600
+
+
+def log_events(function):
+    group = lam.get_function_configuration(FunctionName=function)["LoggingConfig"]["LogGroup"]
+    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
+    return [e["message"] for page in pages for e in page["events"]]
+
+
+def fail(why):
+    for function in (r["splitter_function"], r["worker_function"]):
+        lines = log_events(function)
+        print(f"--- {function}: last of {len(lines)} log lines", file=sys.stderr)
+        print("\n".join(line[:400] for line in lines[-15:]), file=sys.stderr)
+    sys.exit(f"job on the deployed stack: {why}")
+
+
+def waiting(url):
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+s3.put_object(Bucket=bucket, Key=f"pipelines/{name}.yaml", Body=open(pipeline, "rb").read())
+key = f"input/{name}/{input_path.rsplit('/', 1)[-1]}"
+started = time.time()
+with open(input_path, "rb") as f:
+    version = s3.put_object(Bucket=bucket, Key=key, Body=f)["VersionId"]
+print(f"uploaded s3://{bucket}/{key} (version {version}): the stack takes it from here", file=sys.stderr)
+
+job = None
+while True:
+    items = ddb.scan(TableName=r["table"], FilterExpression="sk = :job AND object_key = :key AND version_id = :v",
+                     ExpressionAttributeValues={":job": {"S": "JOB"}, ":key": {"S": key}, ":v": {"S": version}},
+                     ConsistentRead=True)["Items"]
+    job = items[0] if items else None
+    if job and job["status"]["S"] in ("COMPLETED", "FAILED"):
+        break
+    # The splitter's failures go to its on-failure queue after Lambda's retries; a manifest that
+    # failed five times goes to the DLQ: either way the job cannot complete.
+    if waiting(r["splitter_failure_queue_url"]):
+        fail("the splitter failed (its event is in the splitter failure queue)")
+    if waiting(r["dlq_url"]):
+        fail("a manifest went to the dead-letter queue")
+    if time.time() - started > limit_s:
+        fail(f"not final after {limit_s} s: {json.dumps(job) if job else 'no job in the ledger'}")
+    time.sleep(0.5)
+wall = time.time() - started
+
+job_id = job["job_id"]["S"]
+summary = json.loads(s3.get_object(Bucket=bucket, Key=f"results/{job_id}/_SUMMARY.json")["Body"].read())
 problems = []
-if line.get("status") != "COMPLETED":
-    problems.append(f"status {line.get('status')}")
-if line.get("input_records") != records:
-    problems.append(f"input_records {line.get('input_records')} != {records}")
-if line.get("succeeded") != records:
-    problems.append(f"succeeded {line.get('succeeded')} != {records}")
-if not line.get("reconciled"):
+if summary.get("status") != "COMPLETED":
+    problems.append(f"status {summary.get('status')} ({summary.get('error')})")
+if summary.get("input_records") != records:
+    problems.append(f"input_records {summary.get('input_records')} != {records}")
+if summary.get("succeeded") != records:
+    problems.append(f"succeeded {summary.get('succeeded')} != {records}")
+if not summary.get("reconciled"):
     problems.append("not reconciled")
-if line.get("manifests", 0) < 2:
-    problems.append(f"only {line.get('manifests')} manifest(s)")
+if summary.get("manifests", 0) < 2:
+    problems.append(f"only {summary.get('manifests')} manifest(s)")
+# The output agrees with the ledger's counts: one result line per record (offsets unique), and
+# nothing under failed/ or rejected/.
+offsets = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"results/{job_id}/part-"):
+    for obj in page.get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+        offsets += [json.loads(line)["offset"] for line in body.splitlines() if line]
+if len(offsets) != records or len(set(offsets)) != records:
+    problems.append(f"{len(offsets)} result lines, {len(set(offsets))} distinct offsets, for {records} records")
+for prefix in ("failed", "rejected"):
+    if s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{job_id}/").get("KeyCount"):
+        problems.append(f"objects under {prefix}/{job_id}/")
+# The deployed functions did the work: their invocations are in their log groups.
+invocations = {f: sum(line.startswith("REPORT RequestId") for line in log_events(f))
+               for f in (r["splitter_function"], r["worker_function"])}
+if invocations[r["splitter_function"]] < 1 or invocations[r["worker_function"]] < summary.get("manifests", 0):
+    problems.append(f"invocations {invocations} for {summary.get('manifests')} manifests")
+print(json.dumps({k: summary.get(k) for k in ("job_id", "status", "input_records", "succeeded", "failed", "rejected",
+                                              "manifests", "reconciled")} | {"invocations": invocations,
+                                                                             "wall_seconds": round(wall, 2)}))
 if problems:
-    sys.exit("job on the deployed stack: " + "; ".join(problems))
-print(f"job on the deployed stack: {records} records, {line['manifests']} manifests, all succeeded, reconciled")
+    fail("; ".join(problems))
+print(f"job on the deployed stack: {records} records, {summary['manifests']} manifests, all succeeded, reconciled,"
+      f" by the deployed functions in {wall:.1f} s")
 PY

@@ -27,15 +27,15 @@ step() {
   echo "==> $name ok in $((end - start)) s" >&2
 }
 
-# use_local_aws: for scripts run under scripts/with-stack.sh; boto3 and SAM CLI talk to the emulator
-# at AWS_ENDPOINT_URL with dummy credentials and S3 path-style addressing (one host).
+# use_local_aws: for scripts run under scripts/with-stack.sh; boto3 and SAM CLI talk to the local
+# AWS (ministack) at AWS_ENDPOINT_URL with dummy credentials and S3 path-style addressing: it is one
+# host, 127.0.0.1, with no name per bucket. That is also all `sam deploy` needs for the template
+# it uploads and passes by URL (TemplateURL): ministack reads bucket and key from the URL's path,
+# whatever its host (cloudformation/helpers.py _resolve_document).
 use_local_aws() {
   : "${AWS_ENDPOINT_URL:?run this under scripts/with-stack.sh (the local AWS)}"
   export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}
   mkdir -p "$repo/.local"
   printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_DEFAULT_REGION" >"$repo/.local/aws-config"
   export AWS_CONFIG_FILE=$repo/.local/aws-config
-  # sam deploy uploads the template and passes its URL (TemplateURL); moto reads a path-style URL
-  # back from its own S3 only when the host is "localhost" (moto/cloudformation/utils.py).
-  export AWS_ENDPOINT_URL_S3=${AWS_ENDPOINT_URL/127.0.0.1/localhost}
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the infrastructure checks need beyond scripts/setup.sh (which makes .venv from
-# requirements-dev.txt: moto, aws-sam-cli, cfn-lint, cargo-lambda, ziglang):
+# requirements-dev.txt: aws-sam-cli, cfn-lint, cargo-lambda, ziglang):
 #  - checkov, in its own venv .venv/checkov (its boto3 pin conflicts with aws-sam-cli's);
 #  - with --build: Rust's standard library for aarch64-unknown-linux-gnu (Lambda arm64), by rustup.
 # Idempotent.

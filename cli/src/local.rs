@@ -1,5 +1,5 @@
 //! The local stack and runner: the same splitter and worker handlers as the Lambda binaries, driven
-//! the way Lambda drives them, against any AWS endpoint (the moto server locally).
+//! the way Lambda drives them, against any AWS endpoint (the local AWS emulator here).
 //!
 //! The runner uploads the input, invokes the splitter with an S3 event, and polls SQS like Lambda's
 //! event source mapping: N simulated worker containers (the mapping's maximum concurrency), each
@@ -189,7 +189,7 @@ pub async fn ensure_stack(
 
 /// The splitter's deps as the splitter Lambda wires them, on the local stack's resources.
 pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterDeps {
-    // As for the workers (see worker_deps): moto's query without dimensions already sums them.
+    // As for the workers (see worker_deps): the emulator's query without dimensions sums them.
     splitter_lambda::deps(
         config,
         &stack.queue_url,
@@ -224,9 +224,10 @@ pub fn worker_container(
     )
 }
 
-/// moto answers a metric query without dimensions with the sum over every dimension set, which
-/// is already the all-pipelines aggregate: publishing that too would count everything twice (and
-/// double what moto must parse, see [`fanout_core::metrics::latency_value_ms`]).
+/// The local emulator (ministack, as moto before it) answers a metric query without dimensions
+/// with the sum over every dimension set, which is already the all-pipelines aggregate:
+/// publishing that too would count everything twice. CloudWatch matches dimensions exactly, so
+/// the Lambda functions publish both sets.
 const LOCAL_DIMENSION_SETS: fanout_core::metrics::DimensionSets =
     fanout_core::metrics::DimensionSets::PipelineOnly;
 

@@ -1,5 +1,5 @@
 //! template.yaml against the code: metric names (both ways), environment variables, ledger keys,
-//! queue settings, build settings, least-privilege IAM and alarms. Runs without AWS or moto.
+//! queue settings, build settings, least-privilege IAM and alarms. Runs without AWS or an emulator.
 //!
 //! The template uses CloudFormation's short-form tags (`!Ref`, `!Sub`, ...): serde_norway reads them
 //! as tagged values, which [`untag`] looks through.
@@ -790,8 +790,8 @@ fn dashboard_shows_every_alarm_by_name() {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     for (id, alarm) in resources_of_type(&t, "AWS::CloudWatch::Alarm") {
-        // AlarmName is !Sub ${AWS::StackName}-<suffix>; the widget names it by ARN (moto has no
-        // alarms, so no !GetAtt).
+        // AlarmName is !Sub ${AWS::StackName}-<suffix>; the widget names it by ARN (built from the
+        // name, so the dashboard needs no !GetAtt of the alarm).
         let name = get(alarm, &["Properties", "AlarmName"])
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("{id}: AlarmName"));

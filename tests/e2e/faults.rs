@@ -1,6 +1,6 @@
 //! Fault injection on the local stack: nothing lost, nothing twice.
 //!
-//! Each scenario runs a real job (moto + the mock API + the local runner's simulated containers)
+//! Each scenario runs a real job (the local AWS + the mock API + the local runner's simulated containers)
 //! with a fault injected, then checks from the results/, failed/ and rejected/ objects alone that
 //! every input record appears exactly once, and that the summary's counts agree with them.
 //!
@@ -585,7 +585,7 @@ async fn aws_errors_for_a_while() {
         .await;
     let proxy = fault_proxy::FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap()).await;
     // Every S3, SQS and DynamoDB call of the splitter and the workers goes through the proxy.
-    // The clients prefer AWS_ENDPOINT_URL (moto itself, read through the config's service-config
+    // The clients prefer AWS_ENDPOINT_URL (the emulator itself, read through the config's service-config
     // loader) to the config's endpoint, so this config gets a loader that finds nothing.
     let faulty = ts
         .config

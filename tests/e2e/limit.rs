@@ -1,5 +1,5 @@
 //! The fleet-wide rate limit on the local stack: 8 worker containers share one limit kept in
-//! DynamoDB (moto), against the mock API enforcing the same limit with a 10% burst allowance.
+//! DynamoDB (the local AWS), against the mock API enforcing the same limit with a 10% burst allowance.
 //! `make bench-limit` runs these with figures written to FANOUT_BENCH_OUT.
 
 use integration_tests::rates::{self, PER_SEC};

@@ -1,4 +1,4 @@
-//! Seeing a job on the local stack: the metrics the workers publish (CloudWatch on moto), the
+//! Seeing a job on the local stack: the metrics the workers publish (CloudWatch on the emulator), the
 //! status, the report and the dashboard all add up to the job's summary. (That the API credential
 //! never shows is tests/secrets.rs.)
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 const CSV_FIELDS: &str = "[{name: id, type: integer, required: true}, {name: name}]";
 
 /// A finished job of a pipeline named after the test's stack (metrics are per pipeline, and the
-/// moto server is shared by every test).
+/// local AWS is shared by every test).
 async fn finished_job(ts: &TestStack, api: &MockApi, records: usize) -> (String, Value) {
     let pipeline = ts.stack.names.table.replace("-ledger", "");
     let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 2000, "");
@@ -26,6 +26,12 @@ async fn finished_job(ts: &TestStack, api: &MockApi, records: usize) -> (String,
 
 /// A statistic of a metric of `pipeline`, summed over every 60 s period of the last 15 minutes.
 async fn metric_total(ts: &TestStack, pipeline: &str, name: &str, stat: &str) -> f64 {
+    metric_values(ts, pipeline, name, stat).await.iter().sum()
+}
+
+/// A statistic of a metric of `pipeline`, one value per 60 s period of the last 15 minutes that
+/// has data.
+async fn metric_values(ts: &TestStack, pipeline: &str, name: &str, stat: &str) -> Vec<f64> {
     let cw = aws_sdk_cloudwatch::Client::new(&ts.config);
     let now = std::time::SystemTime::now();
     let query = MetricDataQuery::builder()
@@ -60,7 +66,8 @@ async fn metric_total(ts: &TestStack, pipeline: &str, name: &str, stat: &str) ->
     out.metric_data_results()
         .iter()
         .flat_map(|r| r.values())
-        .sum()
+        .copied()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -86,8 +93,7 @@ async fn published_metrics_add_up_to_the_summary() {
     assert_eq!(total(metrics::STATUS_2XX, "Sum").await, sent);
     assert_eq!(total(metrics::RETRIES, "Sum").await, 0.0);
     assert_eq!(total(metrics::STATUS_429, "Sum").await, 0.0);
-    // Latency went as a distribution (Values/Counts): one sample per call. (moto computes no
-    // percentiles, so only the sample count is checked here; the unit tests check the values.)
+    // Latency went as a distribution (Values/Counts): one sample per call.
     assert_eq!(total(metrics::API_LATENCY, "SampleCount").await, sent);
     // One duration sample per manifest.
     assert_eq!(
@@ -96,6 +102,50 @@ async fn published_metrics_add_up_to_the_summary() {
     );
     assert!(total(metrics::TOKENS_LEASED, "Sum").await >= sent);
     assert_eq!(total(metrics::JOBS_FAILED, "Sum").await, 0.0);
+}
+
+/// The latency distribution the workers publish gives CloudWatch's percentiles: with the mock
+/// answering in 20-80 ms, each minute's p50, p90 and p99 lie within what the job measured, in
+/// order, and p50 sits well below p99 (a distribution, not one value per manifest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latency_percentiles_come_from_the_published_distribution() {
+    let ts = stack("percentiles").await;
+    let api = MockApi::start(MockConfig {
+        latency_min_ms: 20,
+        latency_max_ms: 80,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (pipeline, s) = finished_job(&ts, &api, 600).await;
+    let max_ms = s["latency"]["max_ms"].as_f64().unwrap();
+    let p = |stat: &'static str| metric_values(&ts, &pipeline, metrics::API_LATENCY, stat);
+    let (p50, p90, p99) = (p("p50").await, p("p90").await, p("p99").await);
+    assert!(!p50.is_empty(), "no p50 of {}", metrics::API_LATENCY);
+    assert_eq!((p50.len(), p90.len()), (p99.len(), p99.len()));
+    for ((p50, p90), p99) in p50.iter().zip(&p90).zip(&p99) {
+        // Values go out within 1% of the measured latency (metrics::latency_value_ms).
+        assert!(*p50 >= 20.0 * 0.99, "p50 {p50} below the mock's 20 ms");
+        assert!(p50 <= p90 && p90 <= p99, "p50 {p50}, p90 {p90}, p99 {p99}");
+        assert!(
+            *p99 <= max_ms * 1.01,
+            "p99 {p99} above the job's max {max_ms} ms"
+        );
+    }
+    // In the minute with most of the calls (at least half of them), a spread like the mock's:
+    // p50 near the middle of 20-80 ms, p99 near its top.
+    let counts = p("SampleCount").await;
+    assert_eq!(counts.len(), p50.len());
+    let busiest = (0..counts.len())
+        .max_by(|&a, &b| counts[a].total_cmp(&counts[b]))
+        .unwrap();
+    assert!(
+        p99[busiest] >= p50[busiest] * 1.2,
+        "p50 {}, p99 {} over {} calls",
+        p50[busiest],
+        p99[busiest],
+        counts[busiest]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,7 +340,7 @@ async fn summary_status_report_and_metrics_agree() {
     )
     .unwrap();
 
-    // The template's dashboard, narrowed to this pipeline (the moto server is shared by every
+    // The template's dashboard, narrowed to this pipeline (the local AWS is shared by every
     // test) and drawn from the published metrics.
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
@@ -310,7 +360,7 @@ async fn summary_status_report_and_metrics_agree() {
     )
     .await;
     let page = fanout_cli::dashboard::render("dashboard", &fetched);
-    let total = |series: &str| -> u64 {
+    let series_total = |series: &str| -> f64 {
         let marker = format!("data-series=\"{series}\" data-total=\"");
         let at = page
             .find(&marker)
@@ -321,13 +371,18 @@ async fn summary_status_report_and_metrics_agree() {
             .next()
             .unwrap()
             .parse::<f64>()
-            .unwrap() as u64
+            .unwrap()
     };
+    let total = |series: &str| series_total(series) as u64;
     assert_eq!(total("succeeded"), n("succeeded"), "dashboard succeeded");
     assert_eq!(total("failed"), n("failed"), "dashboard failed");
     assert_eq!(total("rejected"), n("rejected"), "dashboard rejected");
     // The per-pipeline SEARCH widget finds this pipeline's series too.
     assert_eq!(total(&pipeline), n("succeeded"), "dashboard by pipeline");
+    // The latency widget's percentiles have data, as on the deployed dashboard.
+    for p in ["p50", "p90", "p99"] {
+        assert!(series_total(p) > 0.0, "dashboard latency {p} is empty");
+    }
 
     // Metrics.
     for (name, key) in [

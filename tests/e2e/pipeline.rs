@@ -1,4 +1,4 @@
-//! End to end on the local stack: real S3, SQS and DynamoDB APIs (moto server), the mock API, and
+//! End to end on the local stack: real S3, SQS and DynamoDB APIs (the local AWS), the mock API, and
 //! the same splitter and worker handlers as the Lambda binaries.
 
 use std::collections::BTreeSet;

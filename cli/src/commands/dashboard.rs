@@ -39,8 +39,8 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     }
     let end = SystemTime::now() + Duration::from_secs(60);
     let start = end - Duration::from_secs(args.minutes * 60 + 60);
-    // Two attempts: an endpoint that cannot answer a statistic (moto has no percentiles) fails
-    // fast, and its note says so.
+    // Two attempts: an endpoint that cannot answer a statistic (an emulator without percentiles)
+    // fails fast, and its note says so.
     let cw = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::config::Builder::from(&config)
             .retry_config(

@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use fanout_core::ports::{ByteStream, ObjectHead, ObjectStore};
 use fanout_core::range::ByteRange;
+use fanout_core::ranged_body::{BodySpan, take_range};
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -87,7 +88,15 @@ impl ObjectStore for S3Store {
                 )
             })?;
         let what = format!("GetObject {} {:?}", uri(bucket, key), range);
-        Ok(stream_body(out.body, what))
+        // The server may have sent more than the range (a 200 with the whole object, or a wider
+        // 206): stream exactly the requested bytes, or fail saying why they are not there.
+        let span = BodySpan::locate(
+            range,
+            out.content_range(),
+            out.content_length().and_then(|n| u64::try_from(n).ok()),
+        )
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        Ok(take_range(stream_body(out.body, what.clone()), span, what))
     }
 
     async fn get_small(&self, bucket: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -162,4 +171,91 @@ fn stream_body(body: SdkByteStream, what: String) -> ByteStream {
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The adapter on an SDK client whose HTTP layer is a fake S3 (a closure): what the reader
+    //! makes of each answer a server may give to a ranged GET.
+    use super::*;
+    use aws_smithy_http_client::test_util::infallible_client_fn;
+
+    const OBJECT: &[u8] = b"0123456789";
+
+    /// An S3 client on `answer`, which sees each request's `Range` header (if any).
+    fn store(
+        answer: impl Fn(Option<&str>) -> http::Response<Vec<u8>> + Send + Sync + 'static,
+    ) -> S3Store {
+        let http = infallible_client_fn(move |req| {
+            let range = req.headers().get("range").and_then(|v| v.to_str().ok());
+            answer(range)
+        });
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::for_tests())
+            .force_path_style(true)
+            .http_client(http)
+            .build();
+        S3Store::new(Client::from_conf(config))
+    }
+
+    fn reply(status: u16, content_range: Option<&str>, body: &[u8]) -> http::Response<Vec<u8>> {
+        let mut builder = http::Response::builder()
+            .status(status)
+            .header("content-length", body.len());
+        if let Some(value) = content_range {
+            builder = builder.header("content-range", value);
+        }
+        builder.body(body.to_vec()).unwrap()
+    }
+
+    async fn read(store: &S3Store, range: ByteRange) -> anyhow::Result<Vec<u8>> {
+        let mut stream = store
+            .get_range("bucket", "in.csv", Some("v1"), None, range)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_store_that_ignores_range_still_yields_exactly_the_range() {
+        let store = store(|range| {
+            // The request asked for bytes 2-4; this server sends the whole object, as HTTP allows.
+            assert_eq!(range, Some("bytes=2-4"));
+            reply(200, None, OBJECT)
+        });
+        assert_eq!(read(&store, ByteRange::new(2, 5)).await.unwrap(), b"234");
+    }
+
+    #[tokio::test]
+    async fn a_206_is_read_as_its_content_range_says() {
+        let store = store(|_| reply(206, Some("bytes 2-4/10"), b"234"));
+        assert_eq!(read(&store, ByteRange::new(2, 5)).await.unwrap(), b"234");
+    }
+
+    #[tokio::test]
+    async fn a_206_of_other_bytes_fails_naming_the_object_and_both_ranges() {
+        let store = store(|_| reply(206, Some("bytes 3-5/10"), b"345"));
+        let err = read(&store, ByteRange::new(2, 5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3://bucket/in.csv"), "{err}");
+        assert!(err.contains("3..6") && err.contains("2..5"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_too_short_for_the_range_fails() {
+        let store = store(|_| reply(200, None, b"01234"));
+        let err = read(&store, ByteRange::new(2, 8))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3://bucket/in.csv"), "{err}");
+        assert!(err.contains("do not hold the requested range"), "{err}");
+    }
 }

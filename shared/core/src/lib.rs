@@ -5,6 +5,7 @@
 //! | [`config`] | the pipeline config: its schema, defaults and validation |
 //! | [`template`] | `{field}` placeholders in URLs, headers and bodies |
 //! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
+//! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
 //! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
 //! | [`request`] | a record rendered into an HTTP request |
 //! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod output;
 pub mod ports;
 pub mod range;
+pub mod ranged_body;
 pub mod record;
 pub mod request;
 pub mod summary;

@@ -86,8 +86,9 @@ pub enum DimensionSets {
     /// `[["Pipeline"], []]`: per pipeline and the all-pipelines aggregate, as template.yaml's
     /// dashboard and alarms read them.
     PipelineAndAggregate,
-    /// `[["Pipeline"]]` only: for an emulator (moto) whose query without dimensions already sums
-    /// every dimension set, so publishing the aggregate too would count everything twice.
+    /// `[["Pipeline"]]` only: for an emulator (ministack, moto) whose query without dimensions
+    /// already sums every dimension set, so publishing the aggregate too would count everything
+    /// twice.
     PipelineOnly,
 }
 
@@ -176,10 +177,10 @@ pub struct ManifestMetrics<'a> {
 /// 10^(k/120) ms (steps of 1.9%, so within 1% of its measured value; 1, 10, 100 ms... exactly).
 ///
 /// Why not the histogram's own 3 significant digits: a manifest with latencies spread over
-/// 20-80 ms then carries ~600 values, and moto (the local AWS) parses such a PutMetricData in
-/// Python for ~0.5 s while holding its interpreter lock, which stalled every other local call,
-/// the rate limiter's leases among them. At these steps the same spread is ~72 values, one
-/// datum; dashboards show percentiles to far less than 1%.
+/// 20-80 ms then carries ~600 values, and a CloudWatch datum holds at most 150 (`Values`), so
+/// one manifest's latency would take four datums, and its PutMetricData four times the payload
+/// that CloudWatch (or the local emulator, in Python) must parse. At these steps the same spread
+/// is ~72 values, one datum; no dashboard or alarm reads a percentile to within 1%.
 const LATENCY_VALUES_PER_DECADE: f64 = 120.0;
 
 /// The value a latency of `ms` milliseconds is sent as (see [`LATENCY_VALUES_PER_DECADE`]).

@@ -1,5 +1,5 @@
-//! A fault proxy in front of the local AWS: forwards every request to moto, and while a fault is
-//! set, answers a fraction of them with 500 or 503 instead (before they reach moto, so nothing
+//! A fault proxy in front of the local AWS: forwards every request to the emulator, and while a
+//! fault is set, answers a fraction of them with 500 or 503 instead (before they reach it, so nothing
 //! happens behind a failed call; the AWS SDK's retries and the pipeline's must cope).
 
 use std::net::SocketAddr;
