@@ -11,6 +11,14 @@
 //!   are still turned away. A probe that succeeds closes the breaker with a fresh window; one
 //!   that fails opens it again for another `open_for`.
 //!
+//! Once the breaker has judged the API down, a failed attempt that it let through anyway is the
+//! breaker's cost, not the record's: a failed probe, and a failure of a call admitted before the
+//! breaker opened (or learned from the fleet that it was open) and answered after, come back as
+//! [`ClientError::BreakerOpen`], which the retry layer waits out without spending an attempt.
+//! Otherwise a record picked as the probe again and again, or queued behind the opening, would
+//! use up its attempts on an outage the breaker was managing, and fail. The failures that open
+//! the breaker are still the records' own attempts: they are its evidence.
+//!
 //! A failure is evidence that the API is unhealthy: a connect error, a timeout, a transport
 //! error or a 5xx. A 429 is the API working as designed (the concurrency limit and Retry-After
 //! handle it), so it counts as a success. Errors of our own making (no token, no credential,
@@ -178,10 +186,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(mut self, verdict: Verdict) -> Publish {
+    fn finish(mut self, verdict: Verdict) -> Recorded {
         match self.admission.take() {
             Some(a) => self.breaker.record(a, verdict),
-            None => Publish::Nothing,
+            None => Recorded::nothing(),
         }
     }
 }
@@ -199,6 +207,27 @@ enum Publish {
     Nothing,
     Open(Instant),
     Closed,
+}
+
+/// What recording an outcome decided.
+struct Recorded {
+    publish: Publish,
+    /// Set when the breaker takes the failure on itself (see the module docs): the caller gets
+    /// [`ClientError::BreakerOpen`] with this wait instead of the failure.
+    taken_back: Option<Duration>,
+}
+
+impl Recorded {
+    fn nothing() -> Self {
+        Self::publish(Publish::Nothing)
+    }
+
+    fn publish(publish: Publish) -> Self {
+        Self {
+            publish,
+            taken_back: None,
+        }
+    }
 }
 
 impl Breaker {
@@ -316,11 +345,24 @@ impl Breaker {
         }
     }
 
-    fn record(&self, admission: Admission, verdict: Verdict) -> Publish {
+    fn record(&self, admission: Admission, verdict: Verdict) -> Recorded {
         let now = Instant::now();
         let mut inner = self.lock();
         if admission.generation != inner.generation {
-            return Publish::Nothing;
+            // Admitted under an earlier state. A failure answered while the breaker is open or
+            // probing is one it would have turned away: it waits like the calls turned away.
+            let taken_back = match (verdict, &inner.state) {
+                (Verdict::Failure, State::Open { until }) => {
+                    Some(until.saturating_duration_since(now))
+                }
+                (Verdict::Failure, State::HalfOpen { probing: true }) => Some(PROBE_ANSWER_WAIT),
+                (Verdict::Failure, State::HalfOpen { probing: false }) => Some(Duration::ZERO),
+                _ => None,
+            };
+            return Recorded {
+                publish: Publish::Nothing,
+                taken_back,
+            };
         }
         let open = |inner: &mut Inner| {
             let until = now + self.settings.open_for;
@@ -338,20 +380,23 @@ impl Breaker {
                     inner.buckets.fill(Bucket::default());
                     inner.consecutive_failures = 0;
                     info!("circuit breaker closed: probe succeeded");
-                    Publish::Closed
+                    Recorded::publish(Publish::Closed)
                 }
                 Verdict::Failure => {
                     warn!("circuit breaker reopened: probe failed");
-                    open(&mut inner)
+                    Recorded {
+                        publish: open(&mut inner),
+                        taken_back: Some(self.settings.open_for),
+                    }
                 }
                 Verdict::Neutral => {
                     inner.state = State::HalfOpen { probing: false };
-                    Publish::Nothing
+                    Recorded::nothing()
                 }
             };
         }
         if verdict == Verdict::Neutral {
-            return Publish::Nothing;
+            return Recorded::nothing();
         }
         let bucket_len = self.settings.window / BUCKETS as u32;
         let slot =
@@ -374,7 +419,7 @@ impl Breaker {
                 failures = inner.consecutive_failures,
                 "circuit breaker opened: consecutive failures"
             );
-            return open(&mut inner);
+            return Recorded::publish(open(&mut inner));
         }
         let (calls, failures) = inner
             .buckets
@@ -387,9 +432,9 @@ impl Breaker {
             && failures as f64 >= self.settings.failure_rate * calls as f64
         {
             warn!(calls, failures, "circuit breaker opened");
-            return open(&mut inner);
+            return Recorded::publish(open(&mut inner));
         }
-        Publish::Nothing
+        Recorded::nothing()
     }
 
     async fn publish(&self, publish: Publish) {
@@ -463,9 +508,12 @@ where
                 }
             };
             let result = inner.oneshot(call).await;
-            let publish = pending.finish(verdict(&result));
-            breaker.publish(publish).await;
-            result
+            let recorded = pending.finish(verdict(&result));
+            breaker.publish(recorded.publish).await;
+            match recorded.taken_back {
+                Some(retry_in) => Err(ClientError::BreakerOpen { retry_in }),
+                None => result,
+            }
         })
     }
 }
@@ -647,20 +695,75 @@ mod tests {
         let (breaker, counters) = breaker();
         trip(&breaker).await;
         tokio::time::advance(Duration::from_secs(5)).await;
-        let svc = BreakerLayer::new(breaker.clone()).layer(Scripted::new(vec![Err(
-            ClientError::Timeout { after: None },
-        )]));
+        let inner = Scripted::new(vec![Err(ClientError::Timeout { after: None })]);
+        let svc = BreakerLayer::new(breaker.clone()).layer(inner.clone());
 
-        send(&svc).await.unwrap_err();
-
-        assert_eq!(breaker.state(), BreakerState::Open);
-        assert_eq!(counters.breaker_opened.load(Ordering::Relaxed), 2);
+        // The probe's failure is the breaker's, not the caller's: the caller is told to wait for
+        // the next probe, as a call turned away is (so the retry layer charges it no attempt).
         assert_eq!(
             send(&svc).await,
             Err(ClientError::BreakerOpen {
                 retry_in: Duration::from_secs(5)
             })
         );
+        assert_eq!(inner.calls(), 1);
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(counters.breaker_opened.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.breaker_rejected.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            send(&svc).await,
+            Err(ClientError::BreakerOpen {
+                retry_in: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(inner.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_answered_after_the_opening_is_taken_back() {
+        let (b, _) = breaker();
+        // Admitted while closed; its 503 comes back 1 s later, after the breaker opened.
+        let slow = BreakerLayer::new(b.clone()).layer(Scripted::delayed(vec![(
+            Duration::from_secs(1),
+            status(503),
+        )]));
+        let queued = tokio::spawn(slow.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        trip(&b).await;
+        // It would have been turned away: it waits for the rest of the open period.
+        assert_eq!(
+            queued.await.unwrap(),
+            Err(ClientError::BreakerOpen {
+                retry_in: Duration::from_secs(4)
+            })
+        );
+
+        // A success answered late is the API's answer, and stands.
+        let (b, _) = breaker();
+        let slow_ok = BreakerLayer::new(b.clone()).layer(Scripted::delayed(vec![(
+            Duration::from_secs(1),
+            status(200),
+        )]));
+        let queued = tokio::spawn(slow_ok.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        trip(&b).await;
+        assert_eq!(queued.await.unwrap().unwrap().status, 200);
+
+        // So does a failure answered after the breaker closed again: the API may be back, and
+        // the record's attempt was a real one.
+        let (b, _) = breaker();
+        let slow = BreakerLayer::new(b.clone()).layer(Scripted::delayed(vec![(
+            Duration::from_secs(7),
+            status(503),
+        )]));
+        let queued = tokio::spawn(slow.clone().oneshot(call()));
+        tokio::task::yield_now().await;
+        trip(&b).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = BreakerLayer::new(b.clone()).layer(Scripted::new(vec![status(200)]));
+        send(&probe).await.unwrap();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(queued.await.unwrap().unwrap().status, 503);
     }
 
     #[tokio::test(start_paused = true)]
@@ -710,8 +813,14 @@ mod tests {
             })
         );
 
-        // b's failed probe still counts: b reopens on its own evidence, for a full period.
-        probe.await.unwrap().unwrap();
+        // b's failed probe still counts: b reopens on its own evidence, for a full period (and
+        // its caller waits that period without being charged the attempt).
+        assert_eq!(
+            probe.await.unwrap(),
+            Err(ClientError::BreakerOpen {
+                retry_in: Duration::from_secs(5)
+            })
+        );
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b_counters.breaker_opened.load(Ordering::Relaxed), 2);
     }

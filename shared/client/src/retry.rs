@@ -16,7 +16,9 @@
 //!
 //! A call turned away by an open breaker never reached the API, so it spends neither an attempt
 //! nor budget: it waits for the breaker's next probe and tries again, for as long as the deadline
-//! allows. Without a deadline nothing would bound that wait, so the rejection is returned as is.
+//! allows. The same holds for a failed probe and for a failure answered after the breaker opened,
+//! which the breaker hands back as a rejection (see `breaker`'s module docs). Without a deadline
+//! nothing would bound that wait, so the rejection is returned as is.
 
 use std::sync::Arc;
 use std::time::Duration;

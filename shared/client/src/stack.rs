@@ -448,6 +448,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_max_attempts_probes_costs_the_waiting_call_nothing() {
+        // Down for 3 attempts and then 7 probes, then back: more failures than max_attempts.
+        let mut script = vec![status(503); 3 + 7];
+        script.push(status(200));
+        let inner = Scripted::new(script);
+        let stack = over(inner.clone());
+        let config = ClientConfig {
+            breaker_min_calls: 3,
+            max_attempts: 5,
+            breaker_open_secs: 5,
+            ..config()
+        };
+        stack
+            .deadline()
+            .set(Some(Instant::now() + Duration::from_secs(120)));
+
+        // One call is every probe; its failed probes are the breaker's, so it outlasts them.
+        let out = stack.call(&request(), &config).await;
+        assert!(out.succeeded(), "{out:?}");
+        assert_eq!(inner.calls(), 11);
+        assert_eq!(stack.counters().snapshot().breaker_opened, 8);
+        // Retries after the three failures that opened it; the probes were no retries of its own.
+        assert_eq!(stack.counters().snapshot().retries, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_deadline_ends_a_call_with_what_the_api_last_said() {
         let stack = over(Scripted::new(vec![status(503)]));
         let config = ClientConfig {
