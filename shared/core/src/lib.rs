@@ -8,6 +8,7 @@
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
 //! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
 //! | [`request`] | a record rendered into an HTTP request |
+//! | [`secret`] | where a secret lives (a config's reference) and its value, which never prints |
 //! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
 //! | [`manifest`] | a unit of work on the queue, and every object key of a job |
 //! | [`continuation`] | cutting a manifest at a deadline, and the stop times of an invocation |
@@ -41,6 +42,7 @@ pub mod range;
 pub mod ranged_body;
 pub mod record;
 pub mod request;
+pub mod secret;
 pub mod summary;
 pub mod template;
 pub mod tolerance;

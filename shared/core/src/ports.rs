@@ -230,3 +230,14 @@ pub trait BreakerStateStore: Send + Sync {
     /// A probe succeeded: the API is back.
     async fn publish_closed(&self) -> anyhow::Result<()>;
 }
+
+/// Secrets (AWS Secrets Manager, KMS ciphertexts). An implementation caches what it read: a
+/// worker asks for the same secret for every manifest.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The value `reference` names. Errors name the reference, never a value.
+    async fn secret(
+        &self,
+        reference: &crate::secret::SecretRef,
+    ) -> anyhow::Result<crate::secret::Secret>;
+}
