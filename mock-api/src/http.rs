@@ -1,4 +1,5 @@
-//! HTTP side: the `/_mock/*` control endpoints and the catch-all "API".
+//! HTTP side: the `/_mock/*` control endpoints and the catch-all "API" (the
+//! `/oauth2/*` endpoints live in `oauth`).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -9,12 +10,15 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use rand::Rng;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::auth::{self, Verdict};
 use crate::ledger::Counters;
+use crate::oauth::{self, TokenStore};
 use crate::{MockConfig, MockStats};
 
 /// Request bodies up to a few MB must be accepted; axum's default is 2 MiB.
@@ -24,6 +28,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct Shared {
     config: RwLock<Arc<MockConfig>>,
     pub(crate) counters: Counters,
+    pub(crate) tokens: TokenStore,
     /// Flips to `true` on shutdown so hanging requests end early.
     shutdown: watch::Receiver<bool>,
 }
@@ -33,6 +38,7 @@ impl Shared {
         Shared {
             config: RwLock::new(Arc::new(config)),
             counters: Counters::default(),
+            tokens: TokenStore::default(),
             shutdown,
         }
     }
@@ -55,6 +61,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(get_config).put(put_config).patch(patch_config),
         )
         .route("/_mock/reset", post(post_reset))
+        .route("/_mock/advance-token-clock", post(post_advance_token_clock))
+        // `any`: these fall back to the API when OAuth2 is off, whatever the method.
+        .route("/oauth2/token", any(oauth::token))
+        .route("/oauth2/revoke-all", any(oauth::revoke_all))
         .fallback(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -109,6 +119,28 @@ async fn post_reset(State(shared): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+#[derive(Deserialize)]
+struct Advance {
+    secs: u64,
+}
+
+/// `{"secs": N}`: `MockApi::advance_token_clock` for the binary.
+async fn post_advance_token_clock(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<StatusCode, (StatusCode, String)> {
+    let advance: Advance = serde_json::from_slice(&body).map_err(|err| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"secs\": N}}: {err}"),
+        )
+    })?;
+    shared
+        .tokens
+        .advance_clock(Duration::from_secs(advance.secs));
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---------------------------------------------------------------- the API
 
 /// How a request will be answered, decided up front so that the (non-`Send`)
@@ -123,7 +155,7 @@ enum Fate {
     Ok,
 }
 
-async fn api(
+pub(crate) async fn api(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
@@ -131,6 +163,16 @@ async fn api(
     body: Bytes,
 ) -> Response {
     let config = shared.config();
+    // Before any other gate: a refused call is no API call at all, so it must
+    // not touch the idempotency keys, the windows or the rate-limit bucket.
+    match auth::check(&config.auth, &headers, &uri, &shared.tokens) {
+        Verdict::Open => {}
+        Verdict::Accepted => shared.counters.count_auth(true),
+        Verdict::Refused(refusal) => {
+            shared.counters.count_auth(false);
+            return auth::refuse(&config.auth, refusal);
+        }
+    }
     let key = idempotency_key(&headers, &config.idempotency_header);
     let fate = admit(&shared, &config, key.as_deref());
     let response = answer(&shared, &config, fate, &method, &uri, key.as_deref(), &body).await;

@@ -60,6 +60,25 @@ impl TokenBucket {
     }
 }
 
+/// What the stats keep of the last token request (credentials left out).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TokenRequestSeen {
+    pub(crate) grant_type: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) extra: BTreeMap<String, String>,
+}
+
+/// Credential checks and token endpoint traffic.
+#[derive(Debug, Default)]
+struct AuthTally {
+    accepted: u64,
+    refused: u64,
+    token_requests: u64,
+    tokens_issued: u64,
+    last_token_request: TokenRequestSeen,
+}
+
 /// State guarded by the ledger mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
@@ -72,6 +91,7 @@ pub(crate) struct Ledger {
     repeated_keys: u64,
     duplicate_successes: u64,
     requests_without_key: u64,
+    auth: AuthTally,
     pub(crate) bucket: TokenBucket,
 }
 
@@ -168,6 +188,28 @@ impl Counters {
         }
     }
 
+    /// An API call whose credentials were checked (only when auth is on).
+    pub(crate) fn count_auth(&self, accepted: bool) {
+        let mut ledger = self.lock();
+        if accepted {
+            ledger.auth.accepted += 1;
+        } else {
+            ledger.auth.refused += 1;
+        }
+    }
+
+    pub(crate) fn count_token_request(&self) {
+        self.lock().auth.token_requests += 1;
+    }
+
+    pub(crate) fn record_token_form(&self, seen: TokenRequestSeen) {
+        self.lock().auth.last_token_request = seen;
+    }
+
+    pub(crate) fn count_token_issued(&self) {
+        self.lock().auth.tokens_issued += 1;
+    }
+
     /// Consistent snapshot: the ledger lock is held while reading the atomics
     /// so that `reset` cannot interleave.
     pub(crate) fn snapshot(&self) -> MockStats {
@@ -181,6 +223,14 @@ impl Counters {
             repeated_keys: ledger.repeated_keys,
             duplicate_successes: ledger.duplicate_successes,
             requests_without_key: ledger.requests_without_key,
+            accepted_auth: ledger.auth.accepted,
+            refused_auth: ledger.auth.refused,
+            token_requests: ledger.auth.token_requests,
+            tokens_issued: ledger.auth.tokens_issued,
+            last_token_grant_type: ledger.auth.last_token_request.grant_type.clone(),
+            last_token_scope: ledger.auth.last_token_request.scope.clone(),
+            last_token_audience: ledger.auth.last_token_request.audience.clone(),
+            last_token_extra_params: ledger.auth.last_token_request.extra.clone(),
         }
     }
 

@@ -1,10 +1,11 @@
 //! A mock external REST API for integration tests, load tests and the demo.
 //!
-//! Every method and path except `/_mock/*` is "the API": it can inject
-//! latency, random 429/503/504 answers, an enforced token-bucket rate limit
-//! and full outages, and it records what clients did (per-status counts,
-//! throughput per 100 ms window, idempotency-key reuse and duplicate
-//! successes).
+//! Every method and path except `/_mock/*` (and, while OAuth2 is configured,
+//! `/oauth2/*`) is "the API": it can require credentials ([`MockAuth`]),
+//! inject latency, random 429/503/504 answers, an enforced token-bucket rate
+//! limit and full outages, and it records what clients did (per-status
+//! counts, throughput per 100 ms window, idempotency-key reuse and duplicate
+//! successes, accepted and refused credentials).
 //!
 //! Control endpoints (not counted in the stats):
 //! - `GET /_mock/stats` → [`MockStats`]
@@ -12,11 +13,24 @@
 //! - `PUT /_mock/config` → replace the config (missing fields take defaults)
 //! - `PATCH /_mock/config` → merge the given fields into the current config
 //! - `POST /_mock/reset` → zero all counters and key sets
+//! - `POST /_mock/advance-token-clock` with `{"secs": N}` → see
+//!   [`MockApi::advance_token_clock`]
+//!
+//! While `auth` is [`MockAuth::OAuth2`]:
+//! - `POST /oauth2/token` → RFC 6749 token endpoint (`client_credentials` and
+//!   `password` grants), counted in `token_requests` / `tokens_issued` only
+//! - `POST /oauth2/revoke-all` → see [`MockApi::revoke_tokens`]
+//!
+//! With any other `auth` those two paths are ordinary API paths.
 
+mod auth;
+mod form;
 mod http;
 mod ledger;
+mod oauth;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +69,8 @@ pub struct MockConfig {
     pub outage: bool,
     /// Header carrying the idempotency key (matched case-insensitively).
     pub idempotency_header: String,
+    /// Credentials the API routes require; checked before every other gate.
+    pub auth: MockAuth,
 }
 
 impl Default for MockConfig {
@@ -71,12 +87,140 @@ impl Default for MockConfig {
             hang_ms: 30_000,
             outage: false,
             idempotency_header: "Idempotency-Key".to_owned(),
+            auth: MockAuth::None,
         }
     }
 }
 
+/// Which credentials the API routes require.
+///
+/// A request without them is answered 401 with a JSON body and a
+/// `WWW-Authenticate` challenge, at once (no latency, no rate-limit token, no
+/// outage): like a gateway in front of the service. It is counted only in
+/// [`MockStats::refused_auth`], never as an API call.
+///
+/// In JSON (`/_mock/config`) the strategy is named by `kind`, e.g.
+/// `{"kind": "bearer", "token": "t"}` or `{"kind": "oauth2", "client_id": "c",
+/// "client_secret": "s", "token_lifetime_secs": 60}`. The config's JSON carries
+/// the secrets (PATCH needs them to round-trip); `Debug` never shows them.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MockAuth {
+    /// No credentials needed (the default).
+    #[default]
+    None,
+    /// Header `header: key` (name matched case-insensitively, value exactly).
+    ApiKeyHeader { header: String, key: String },
+    /// Query parameter `param=key` (form-decoded, so `%2B` and `+` work).
+    ApiKeyQuery { param: String, key: String },
+    /// `Authorization: Basic base64(username:password)`.
+    Basic { username: String, password: String },
+    /// `Authorization: Bearer token`, one static token.
+    Bearer { token: String },
+    /// `Authorization: Bearer t` where `t` came from `POST /oauth2/token`, is
+    /// unexpired and not revoked.
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2Config),
+}
+
+impl MockAuth {
+    /// The strategy's name as in the JSON `kind` (and the CLI's `--auth`,
+    /// with `-` for `_`): safe to log, unlike the strategy itself.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MockAuth::None => "none",
+            MockAuth::ApiKeyHeader { .. } => "api_key_header",
+            MockAuth::ApiKeyQuery { .. } => "api_key_query",
+            MockAuth::Basic { .. } => "basic",
+            MockAuth::Bearer { .. } => "bearer",
+            MockAuth::OAuth2(_) => "oauth2",
+        }
+    }
+}
+
+/// The mock's authorization server: one confidential client and, optionally,
+/// one resource owner for the password grant.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct OAuth2Config {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Resource owner for `grant_type=password`; that grant is refused
+    /// (`unauthorized_client`) unless both are set.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `expires_in` of each new token. A token keeps the lifetime it was
+    /// issued with, so changing this (via `set_config`) affects only tokens
+    /// issued afterwards. 0 issues tokens that are already expired.
+    #[serde(default = "default_token_lifetime_secs")]
+    pub token_lifetime_secs: u64,
+}
+
+fn default_token_lifetime_secs() -> u64 {
+    3600
+}
+
+impl Default for OAuth2Config {
+    fn default() -> Self {
+        OAuth2Config {
+            client_id: String::new(),
+            client_secret: String::new(),
+            username: None,
+            password: None,
+            token_lifetime_secs: default_token_lifetime_secs(),
+        }
+    }
+}
+
+/// Stands in for a secret in `Debug` output (test failures print configs).
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for MockAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MockAuth::None => f.write_str("None"),
+            MockAuth::ApiKeyHeader { header, .. } => f
+                .debug_struct("ApiKeyHeader")
+                .field("header", header)
+                .field("key", &Redacted)
+                .finish(),
+            MockAuth::ApiKeyQuery { param, .. } => f
+                .debug_struct("ApiKeyQuery")
+                .field("param", param)
+                .field("key", &Redacted)
+                .finish(),
+            MockAuth::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &Redacted)
+                .finish(),
+            MockAuth::Bearer { .. } => f.debug_struct("Bearer").field("token", &Redacted).finish(),
+            MockAuth::OAuth2(config) => f.debug_tuple("OAuth2").field(config).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for OAuth2Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Config")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &Redacted)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| Redacted))
+            .field("token_lifetime_secs", &self.token_lifetime_secs)
+            .finish()
+    }
+}
+
 /// What the mock has observed since start (or the last reset).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct MockStats {
     pub total_requests: u64,
     pub by_status: BTreeMap<u16, u64>,
@@ -93,6 +237,32 @@ pub struct MockStats {
     /// client keeps this at 0.
     pub duplicate_successes: u64,
     pub requests_without_key: u64,
+    /// API calls whose credentials were accepted (0 while `auth` is `None`).
+    /// Only these reach the counters above.
+    #[serde(default)]
+    pub accepted_auth: u64,
+    /// API calls answered 401 for missing or wrong credentials. They appear in
+    /// no other counter (not in `total_requests`, `by_status` or the windows).
+    #[serde(default)]
+    pub refused_auth: u64,
+    /// Requests to `/oauth2/token`, whatever their outcome.
+    #[serde(default)]
+    pub token_requests: u64,
+    /// Access tokens the token endpoint issued.
+    #[serde(default)]
+    pub tokens_issued: u64,
+    /// What the last token request sent (whether or not it got a token):
+    /// `grant_type`, `scope`, `audience`, and every other form parameter
+    /// except the credentials (`client_id`, `client_secret`, `username`,
+    /// `password`).
+    #[serde(default)]
+    pub last_token_grant_type: Option<String>,
+    #[serde(default)]
+    pub last_token_scope: Option<String>,
+    #[serde(default)]
+    pub last_token_audience: Option<String>,
+    #[serde(default)]
+    pub last_token_extra_params: BTreeMap<String, String>,
 }
 
 impl MockStats {
@@ -164,8 +334,26 @@ impl MockApi {
     }
 
     /// Zeroes all counters, windows, key sets and refills the rate-limit bucket.
+    /// Issued tokens and the token clock are kept: a reset starts a new
+    /// measurement, and clients holding a token should not notice it.
     pub fn reset(&self) {
         self.shared.counters.reset();
+    }
+
+    /// Revokes every token issued so far (OAuth2): API calls carrying one are
+    /// refused from now on, tokens issued afterwards work. Returns how many
+    /// tokens were newly revoked. Same as `POST /oauth2/revoke-all`.
+    pub fn revoke_tokens(&self) -> u64 {
+        self.shared.tokens.revoke_all()
+    }
+
+    /// Moves the clock that token expiry is judged by forward by `by`, so a
+    /// test can expire tokens without sleeping (and without depending on how
+    /// fast the machine is). Only token expiry sees this clock; latency, hangs
+    /// and the rate limit keep real time. Same as
+    /// `POST /_mock/advance-token-clock` with `{"secs": N}`.
+    pub fn advance_token_clock(&self, by: Duration) {
+        self.shared.tokens.advance_clock(by);
     }
 
     /// Stops accepting, lets in-flight requests finish (hung ones are cut

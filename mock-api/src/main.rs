@@ -2,18 +2,23 @@
 //!
 //! Prints exactly one line, `mock-api listening on http://ADDR`, to stdout once
 //! bound so that scripts can wait for it. Final stats go to stderr on exit.
+//! Credentials given by flag are never printed: only the strategy's name.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use anyhow::Context;
-use clap::Parser;
-use mock_api::{MockApi, MockConfig};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+use mock_api::{MockApi, MockAuth, MockConfig, OAuth2Config};
 
-/// Mock rate-limited REST API: injects latency, 429s, 503s and hangs, and
-/// counts what clients do. Control endpoints: GET /_mock/stats,
-/// GET|PUT|PATCH /_mock/config, POST /_mock/reset.
+/// Mock rate-limited REST API: injects latency, 429s, 503s and hangs, can
+/// require credentials, and counts what clients do. Control endpoints: GET
+/// /_mock/stats, GET|PUT|PATCH /_mock/config, POST /_mock/reset, POST
+/// /_mock/advance-token-clock {"secs":N}. With --auth oauth2 also POST
+/// /oauth2/token (client_credentials and password grants) and POST
+/// /oauth2/revoke-all.
 #[derive(Debug, Parser)]
 #[command(name = "mock-api", version)]
 struct Args {
@@ -60,6 +65,69 @@ struct Args {
     /// Header carrying the idempotency key.
     #[arg(long, default_value = "Idempotency-Key")]
     idempotency_header: String,
+
+    /// Credentials the API routes require; a call without them gets 401.
+    /// Each strategy takes the flags below marked with its name; a flag that
+    /// does not belong to the chosen strategy is an error.
+    #[arg(long, value_enum, default_value_t = AuthKind::None, help_heading = "Authentication")]
+    auth: AuthKind,
+
+    /// api-key-header: header carrying the key [default: X-Api-Key].
+    #[arg(long, value_name = "NAME", help_heading = "Authentication")]
+    auth_header: Option<String>,
+
+    /// api-key-query: query parameter carrying the key [default: api_key].
+    #[arg(long, value_name = "NAME", help_heading = "Authentication")]
+    auth_query_param: Option<String>,
+
+    /// api-key-header, api-key-query: the key.
+    #[arg(long, value_name = "KEY", help_heading = "Authentication")]
+    auth_key: Option<String>,
+
+    /// bearer: the one static token accepted.
+    #[arg(long, value_name = "TOKEN", help_heading = "Authentication")]
+    auth_token: Option<String>,
+
+    /// basic: the username; oauth2: the resource owner's username, which
+    /// enables the password grant (with --auth-password).
+    #[arg(long, value_name = "USER", help_heading = "Authentication")]
+    auth_username: Option<String>,
+
+    /// basic: the password; oauth2: the resource owner's password.
+    #[arg(long, value_name = "PASSWORD", help_heading = "Authentication")]
+    auth_password: Option<String>,
+
+    /// oauth2: the client's id (HTTP Basic or form client authentication).
+    #[arg(long, value_name = "ID", help_heading = "Authentication")]
+    client_id: Option<String>,
+
+    /// oauth2: the client's secret.
+    #[arg(long, value_name = "SECRET", help_heading = "Authentication")]
+    client_secret: Option<String>,
+
+    /// oauth2: expires_in of issued tokens, in seconds [default: 3600].
+    #[arg(long, value_name = "SECS", help_heading = "Authentication")]
+    token_lifetime_secs: Option<u64>,
+}
+
+/// `--auth`: one per `MockAuth` strategy.
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum AuthKind {
+    None,
+    ApiKeyHeader,
+    ApiKeyQuery,
+    Basic,
+    Bearer,
+    #[value(name = "oauth2")]
+    OAuth2,
+}
+
+impl AuthKind {
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// `N` or `MIN-MAX` milliseconds.
@@ -93,7 +161,108 @@ impl FromStr for LatencyRange {
 }
 
 impl Args {
-    fn config(&self) -> MockConfig {
+    /// The strategy from `--auth` and its flags, or a usage error that names
+    /// flags, never their values.
+    fn auth(&self) -> Result<MockAuth, String> {
+        self.reject_foreign_flags()?;
+        let kind = self.auth.name();
+        let need = |value: &Option<String>, flag: &str| {
+            value
+                .clone()
+                .ok_or_else(|| format!("--auth {kind} needs {flag}"))
+        };
+        let auth = match self.auth {
+            AuthKind::None => MockAuth::None,
+            AuthKind::ApiKeyHeader => MockAuth::ApiKeyHeader {
+                header: self
+                    .auth_header
+                    .clone()
+                    .unwrap_or_else(|| "X-Api-Key".into()),
+                key: need(&self.auth_key, "--auth-key")?,
+            },
+            AuthKind::ApiKeyQuery => MockAuth::ApiKeyQuery {
+                param: self
+                    .auth_query_param
+                    .clone()
+                    .unwrap_or_else(|| "api_key".into()),
+                key: need(&self.auth_key, "--auth-key")?,
+            },
+            AuthKind::Basic => MockAuth::Basic {
+                username: need(&self.auth_username, "--auth-username")?,
+                password: need(&self.auth_password, "--auth-password")?,
+            },
+            AuthKind::Bearer => MockAuth::Bearer {
+                token: need(&self.auth_token, "--auth-token")?,
+            },
+            AuthKind::OAuth2 => {
+                if self.auth_username.is_some() != self.auth_password.is_some() {
+                    return Err(format!(
+                        "--auth {kind}: give both --auth-username and --auth-password (password grant) or neither"
+                    ));
+                }
+                let defaults = OAuth2Config::default();
+                MockAuth::OAuth2(OAuth2Config {
+                    client_id: need(&self.client_id, "--client-id")?,
+                    client_secret: need(&self.client_secret, "--client-secret")?,
+                    username: self.auth_username.clone(),
+                    password: self.auth_password.clone(),
+                    token_lifetime_secs: self
+                        .token_lifetime_secs
+                        .unwrap_or(defaults.token_lifetime_secs),
+                })
+            }
+        };
+        Ok(auth)
+    }
+
+    /// A credential flag meant for another strategy is most likely a mistake
+    /// (a forgotten `--auth`), and silently running an open API would let a
+    /// test of the client's auth pass without testing anything.
+    fn reject_foreign_flags(&self) -> Result<(), String> {
+        use AuthKind::{ApiKeyHeader, ApiKeyQuery, Basic, Bearer, OAuth2};
+        let flags: [(&str, bool, &[AuthKind]); 9] = [
+            ("--auth-header", self.auth_header.is_some(), &[ApiKeyHeader]),
+            (
+                "--auth-query-param",
+                self.auth_query_param.is_some(),
+                &[ApiKeyQuery],
+            ),
+            (
+                "--auth-key",
+                self.auth_key.is_some(),
+                &[ApiKeyHeader, ApiKeyQuery],
+            ),
+            ("--auth-token", self.auth_token.is_some(), &[Bearer]),
+            (
+                "--auth-username",
+                self.auth_username.is_some(),
+                &[Basic, OAuth2],
+            ),
+            (
+                "--auth-password",
+                self.auth_password.is_some(),
+                &[Basic, OAuth2],
+            ),
+            ("--client-id", self.client_id.is_some(), &[OAuth2]),
+            ("--client-secret", self.client_secret.is_some(), &[OAuth2]),
+            (
+                "--token-lifetime-secs",
+                self.token_lifetime_secs.is_some(),
+                &[OAuth2],
+            ),
+        ];
+        for (flag, given, strategies) in flags {
+            if given && !strategies.contains(&self.auth) {
+                return Err(format!(
+                    "{flag} does not apply to --auth {}",
+                    self.auth.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self, auth: MockAuth) -> MockConfig {
         MockConfig {
             latency_min_ms: self.latency_ms.min,
             latency_max_ms: self.latency_ms.max,
@@ -106,6 +275,7 @@ impl Args {
             hang_ms: self.hang_ms,
             outage: self.outage,
             idempotency_header: self.idempotency_header.clone(),
+            auth,
         }
     }
 }
@@ -113,9 +283,19 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let api = MockApi::start_on(args.bind, args.config())
+    let auth = args.auth().unwrap_or_else(|message| {
+        Args::command()
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit()
+    });
+    let config = args.config(auth);
+    let api = MockApi::start_on(args.bind, config.clone())
         .await
         .with_context(|| format!("binding {}", args.bind))?;
+    if config.auth != MockAuth::None {
+        // The strategy's name only: its flags are secrets.
+        eprintln!("mock-api auth: {}", config.auth.kind());
+    }
     announce(&api)?;
     wait_for_signal().await?;
     let stats = api.stats();

@@ -1,88 +1,14 @@
-//! End-to-end tests over real sockets, using a tiny raw HTTP/1.1 client so the
-//! crate needs no HTTP client dependency.
+//! End-to-end tests over real sockets, with the raw client in `common`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mock_api::{MockApi, MockConfig, MockStats};
+use mock_api::{MockConfig, MockStats};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("response body is JSON")
-    }
-}
-
-/// One request on a fresh `Connection: close` socket; reads until EOF.
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    stream.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> Resp {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = std::str::from_utf8(&raw[..split]).expect("utf8 head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Resp {
-    send(addr, "GET", path, &[], b"").await
-}
-
-async fn start(config: MockConfig) -> MockApi {
-    MockApi::start(config).await.expect("start mock")
-}
+mod common;
+use common::{get, send, start};
 
 #[tokio::test]
 async fn echoes_request_details_with_200() {
@@ -339,17 +265,7 @@ async fn reset_zeroes_everything() {
     assert_ne!(api.stats().total_requests, 0);
 
     api.reset();
-    let empty = MockStats {
-        total_requests: 0,
-        by_status: Default::default(),
-        windows_100ms: vec![],
-        served_100ms: vec![],
-        keys_seen: 0,
-        repeated_keys: 0,
-        duplicate_successes: 0,
-        requests_without_key: 0,
-    };
-    assert_eq!(api.stats(), empty);
+    assert_eq!(api.stats(), MockStats::default());
     // The bucket is refilled too, so a fresh scenario starts with its burst.
     assert_eq!(send(api.addr(), "POST", "/", &key, b"").await.status, 200);
     api.shutdown().await;
