@@ -17,39 +17,81 @@ use reqwest::header::{HeaderName, HeaderValue, InvalidHeaderValue};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{ApiCall, ApiResponse, CallFuture, ClientError};
+use fanout_core::auth::AuthConfig;
+use fanout_core::ports::SecretSource;
 
-/// One header that authenticates a request, e.g. `Authorization: Bearer …`.
+/// What authenticates a request: a header (e.g. `Authorization: Bearer …`) or a query
+/// parameter (an API key some APIs take only in the URL).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
-    name: HeaderName,
-    value: HeaderValue,
+    placement: Placement,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Placement {
+    Header(HeaderName, HeaderValue),
+    Query(String, String),
 }
 
 impl Credential {
     pub fn new(name: HeaderName, value: &str) -> Result<Self, InvalidHeaderValue> {
         let mut value = HeaderValue::from_str(value)?;
         value.set_sensitive(true);
-        Ok(Self { name, value })
+        Ok(Self {
+            placement: Placement::Header(name, value),
+        })
     }
 
     pub fn bearer(token: &str) -> Result<Self, InvalidHeaderValue> {
         Self::new(reqwest::header::AUTHORIZATION, &format!("Bearer {token}"))
     }
 
-    pub fn name(&self) -> &HeaderName {
-        &self.name
+    /// HTTP Basic (RFC 7617): `Authorization: Basic base64(username:password)`.
+    pub fn basic(username: &str, password: &str) -> Result<Self, InvalidHeaderValue> {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        Self::new(reqwest::header::AUTHORIZATION, &format!("Basic {pair}"))
     }
 
-    /// For the http layer only; everything else should treat the value as opaque.
-    pub(crate) fn value(&self) -> &HeaderValue {
-        &self.value
+    /// A query parameter added to the URL (percent-encoded by the HTTP client).
+    pub fn query(name: &str, value: &str) -> Self {
+        Self {
+            placement: Placement::Query(name.to_string(), value.to_string()),
+        }
+    }
+
+    /// The header or parameter name (never the value).
+    pub fn name(&self) -> &str {
+        match &self.placement {
+            Placement::Header(n, _) => n.as_str(),
+            Placement::Query(n, _) => n,
+        }
+    }
+
+    /// For the http layer only; everything else should treat the credential as opaque.
+    pub(crate) fn apply(&self, headers: &mut reqwest::header::HeaderMap) -> Option<(&str, &str)> {
+        match &self.placement {
+            Placement::Header(n, v) => {
+                headers.insert(n.clone(), v.clone());
+                None
+            }
+            Placement::Query(n, v) => Some((n, v)),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn value(&self) -> &str {
+        match &self.placement {
+            Placement::Header(_, v) => v.to_str().unwrap_or_default(),
+            Placement::Query(_, v) => v,
+        }
     }
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("value", &"<redacted>")
             .finish()
     }
@@ -60,6 +102,58 @@ impl fmt::Debug for Credential {
 #[async_trait]
 pub trait CredentialSource: Send + Sync {
     async fn credential(&self) -> anyhow::Result<Credential>;
+}
+
+/// The credential a pipeline's `client.auth` describes, its secret read through `secrets` on
+/// each attempt (the source caches, so that is a map lookup but for the first attempt and after
+/// each cache period: a rotated secret is picked up without a redeploy).
+pub struct ConfiguredCredential {
+    auth: AuthConfig,
+    secrets: Arc<dyn SecretSource>,
+}
+
+impl ConfiguredCredential {
+    /// None for `AuthConfig::None`.
+    pub fn new(auth: &AuthConfig, secrets: Arc<dyn SecretSource>) -> Option<Self> {
+        (*auth != AuthConfig::None).then(|| Self {
+            auth: auth.clone(),
+            secrets,
+        })
+    }
+}
+
+#[async_trait]
+impl CredentialSource for ConfiguredCredential {
+    async fn credential(&self) -> anyhow::Result<Credential> {
+        let Some(reference) = self.auth.secret() else {
+            anyhow::bail!("no credential is configured");
+        };
+        let secret = self.secrets.secret(reference).await?;
+        let value = secret.expose();
+        // The header errors say only that the value is unusable, never what it is.
+        let unusable = |_| anyhow::anyhow!("the value of {reference} cannot go in a header");
+        Ok(match &self.auth {
+            AuthConfig::ApiKey {
+                header: Some(h), ..
+            } => Credential::new(
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("{h:?} is not a valid header name"))?,
+                value,
+            )
+            .map_err(unusable)?,
+            AuthConfig::ApiKey {
+                query_param: Some(q),
+                ..
+            } => Credential::query(q, value),
+            AuthConfig::Basic { username, .. } => {
+                Credential::basic(username, value).map_err(unusable)?
+            }
+            AuthConfig::Bearer { .. } => Credential::bearer(value).map_err(unusable)?,
+            AuthConfig::ApiKey { .. } | AuthConfig::None => {
+                anyhow::bail!("client.auth is incomplete")
+            }
+        })
+    }
 }
 
 /// A credential that never changes (e.g. an API key read at cold start).
@@ -174,7 +268,7 @@ mod tests {
     fn sent_token(inner: &Scripted, i: usize) -> String {
         let seen = inner.seen.lock().unwrap();
         let c = seen[i].credential.as_ref().expect("a credential");
-        c.value().to_str().unwrap().to_string()
+        c.value().to_string()
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,6 +345,73 @@ mod tests {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("authorization"), "{text}");
         }
-        assert!(credential.value().is_sensitive());
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(credential.apply(&mut headers), None);
+        assert!(headers["authorization"].is_sensitive());
+    }
+
+    /// Secrets by name, counting reads.
+    #[derive(Default)]
+    struct FakeSecrets(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl SecretSource for FakeSecrets {
+        async fn secret(
+            &self,
+            reference: &fanout_core::secret::SecretRef,
+        ) -> anyhow::Result<fanout_core::secret::Secret> {
+            self.0.lock().unwrap().push(reference.to_string());
+            match reference {
+                fanout_core::secret::SecretRef::SecretsManager {
+                    secrets_manager, ..
+                } if secrets_manager == "missing" => anyhow::bail!("{reference}: not found"),
+                _ => Ok(fanout_core::secret::Secret::new("s3cr3t-value")),
+            }
+        }
+    }
+
+    fn auth(yaml: &str) -> AuthConfig {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    async fn configured(yaml: &str) -> anyhow::Result<Credential> {
+        let source = ConfiguredCredential::new(&auth(yaml), Arc::new(FakeSecrets::default()))
+            .expect("a strategy with a credential");
+        source.credential().await
+    }
+
+    #[tokio::test]
+    async fn each_strategy_becomes_its_header_or_parameter() {
+        let c = configured("{type: bearer, token: {secrets_manager: t}}").await.unwrap();
+        assert_eq!((c.name(), c.value()), ("authorization", "Bearer s3cr3t-value"));
+
+        let c = configured("{type: basic, username: alice, password: {kms_ciphertext: AQ}}")
+            .await
+            .unwrap();
+        // base64("alice:s3cr3t-value")
+        assert_eq!(c.value(), "Basic YWxpY2U6czNjcjN0LXZhbHVl");
+
+        let c = configured("{type: api_key, header: X-Api-Key, key: {secrets_manager: k}}")
+            .await
+            .unwrap();
+        assert_eq!((c.name(), c.value()), ("x-api-key", "s3cr3t-value"));
+
+        let c = configured("{type: api_key, query_param: api_key, key: {secrets_manager: k}}")
+            .await
+            .unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(c.apply(&mut headers), Some(("api_key", "s3cr3t-value")));
+        assert!(headers.is_empty());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+
+        assert!(ConfiguredCredential::new(&AuthConfig::None, Arc::new(FakeSecrets::default())).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_fails_naming_it() {
+        let err = configured("{type: bearer, token: {secrets_manager: missing}}")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Secrets Manager secret missing"), "{err}");
     }
 }

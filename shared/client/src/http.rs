@@ -71,12 +71,18 @@ async fn send(
     for (name, value) in &req.headers {
         headers.append(name.clone(), value.clone());
     }
-    if let Some(c) = &call.credential {
-        headers.insert(c.name().clone(), c.value().clone());
+    let query = call.credential.as_ref().and_then(|c| c.apply(&mut headers));
+    let mut builder = match query {
+        None => client.request(req.method.clone(), &req.url),
+        Some((name, value)) => {
+            // The rendered URL is valid (the config's check); the error would not say why.
+            let mut url = reqwest::Url::parse(&req.url)
+                .map_err(|e| ClientError::InvalidRequest(format!("the request URL: {e}")))?;
+            url.query_pairs_mut().append_pair(name, value);
+            client.request(req.method.clone(), url)
+        }
     }
-    let mut builder = client
-        .request(req.method.clone(), &req.url)
-        .headers(headers);
+    .headers(headers);
     if let Some(body) = &req.body {
         builder = builder.body(body.clone());
     }
@@ -112,6 +118,9 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 fn classify(e: reqwest::Error) -> ClientError {
+    // Without the URL: it may carry an API key (client.auth with query_param), and this text
+    // goes into failed records and logs.
+    let e = e.without_url();
     let text = error_chain(&e);
     if e.is_builder() {
         ClientError::InvalidRequest(text)
@@ -203,6 +212,29 @@ mod tests {
         );
         assert!(!request.contains("stale"), "{request}");
         assert!(request.contains("x-source: fanout\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_query_credential_is_added_to_the_url_and_kept_out_of_errors() {
+        let (url, mut requests) = serve(reply("200 OK", "", "")).await;
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+        let mut call = call_to(&format!("{url}?id=7"), &[]);
+        call.credential = Some(Credential::query("api_key", "k&y=1"));
+        svc.oneshot(call).await.unwrap();
+        let request = requests.recv().await.unwrap();
+        assert!(request.contains("?id=7&api_key=k%26y%3D1 "), "{request}");
+
+        // Nothing listens here: the connect error must not carry the URL with its key.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let svc = HttpService::new(reqwest::Client::new(), 100);
+        let mut call = call_to(&format!("http://{addr}/x"), &[]);
+        call.credential = Some(Credential::query("api_key", "KEY-DO-NOT-LOG"));
+        let err = svc.oneshot(call).await.unwrap_err().to_string();
+        assert!(!err.contains("KEY-DO-NOT-LOG"), "{err}");
     }
 
     #[tokio::test]

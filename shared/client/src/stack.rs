@@ -43,7 +43,10 @@ use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::auth::{AuthLayer, CredentialSource};
+use super::auth::{AuthLayer, ConfiguredCredential, CredentialSource};
+use fanout_core::auth::AuthConfig;
+use fanout_core::ports::SecretSource;
+use fanout_core::secret::{Secret, SecretRef};
 use super::breaker::{
     Breaker, BreakerLayer, BreakerSettings, BreakerStateStore, InMemoryBreakerStore,
 };
@@ -75,6 +78,17 @@ pub type TokenSourceFactory = Arc<dyn Fn(&ClientConfig) -> Arc<dyn TokenSource> 
 pub type BreakerStoreFactory =
     Arc<dyn Fn(&ClientConfig) -> Arc<dyn BreakerStateStore> + Send + Sync>;
 
+/// A container given no secret source: a config that needs a secret fails each call with a
+/// clear error (a credential error, never sent unauthenticated).
+struct NoSecrets;
+
+#[async_trait]
+impl SecretSource for NoSecrets {
+    async fn secret(&self, reference: &SecretRef) -> anyhow::Result<Secret> {
+        anyhow::bail!("{reference}: this container has no secret source")
+    }
+}
+
 /// What a container's stacks share. Anything left unset gets a per-config default: a
 /// [`LocalTokenBucket`] from the config's rate, an [`InMemoryBreakerStore`], no credential.
 #[derive(Clone, Default)]
@@ -84,6 +98,7 @@ pub struct ClientStackBuilder {
     tokens: Option<TokenSourceFactory>,
     breaker_stores: Option<BreakerStoreFactory>,
     credentials: Option<Arc<dyn CredentialSource>>,
+    secrets: Option<Arc<dyn SecretSource>>,
 }
 
 impl fmt::Debug for ClientStackBuilder {
@@ -94,6 +109,7 @@ impl fmt::Debug for ClientStackBuilder {
             .field("token_source", &self.tokens.is_some())
             .field("breaker_store", &self.breaker_stores.is_some())
             .field("credentials", &self.credentials.is_some())
+            .field("secrets", &self.secrets.is_some())
             .finish()
     }
 }
@@ -128,9 +144,26 @@ impl ClientStackBuilder {
         self.breaker_stores = Some(factory);
         self
     }
+    /// One credential for every config's calls (a config with `client.auth` uses its own).
     pub fn credentials(mut self, credentials: Arc<dyn CredentialSource>) -> Self {
         self.credentials = Some(credentials);
         self
+    }
+    /// Where the secrets named by configs' `client.auth` are read (Secrets Manager, KMS).
+    pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The credential source of `config`'s calls: its `client.auth` through the secret source,
+    /// else the container's credential, if any.
+    fn credential_source(&self, config: &ClientConfig) -> Option<Arc<dyn CredentialSource>> {
+        if config.auth == AuthConfig::None {
+            return self.credentials.clone();
+        }
+        let secrets = self.secrets.clone().unwrap_or_else(|| Arc::new(NoSecrets));
+        ConfiguredCredential::new(&config.auth, secrets)
+            .map(|c| Arc::new(c) as Arc<dyn CredentialSource>)
     }
 
     /// Over reqwest: the production client.
@@ -197,7 +230,7 @@ impl ClientStackBuilder {
                 Duration::from_millis(config.timeout_ms),
                 counters.clone(),
             ))
-            .layer(AuthLayer::new(self.credentials.clone()))
+            .layer(AuthLayer::new(self.credential_source(config)))
             .service(innermost);
         ApiService::new(service)
     }

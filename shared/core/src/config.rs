@@ -321,6 +321,8 @@ section! {
         rate_limit_per_sec: u32 = 5_000, in 1..=1_000_000;
         /// Tokens the rate limiter can hold: the largest burst above the steady rate.
         rate_limit_burst: u32 = 500, in 1..=10_000_000;
+        /// How the API is authenticated; every credential is a secret reference.
+        auth: crate::auth::AuthConfig = crate::auth::AuthConfig::None;
     }
 }
 
@@ -693,7 +695,16 @@ impl PipelineConfig {
         for name in self.request.headers.keys() {
             if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(format!("request.headers.{name}"), "not a valid header name");
+            } else if crate::auth::is_credential_header(name) {
+                errors.push(
+                    format!("request.headers.{name}"),
+                    "carries a credential, which must not be written in the config: \
+                     use client.auth with a secret reference",
+                );
             }
+        }
+        for (field, message) in self.client.auth.problems() {
+            errors.push(format!("client.auth.{field}"), message);
         }
         self.request.check_bounds(&mut errors);
 
@@ -804,6 +815,40 @@ request:
         assert_eq!(c.request.idempotency_header, "Idempotency-Key");
         assert_eq!(c.split.chunk_bytes, 4 << 20);
         assert_eq!(c.job, JobConfig::default());
+    }
+
+    #[test]
+    fn auth_takes_secret_references_and_refuses_literals() {
+        let c = PipelineConfig::from_yaml(
+            "p.yaml",
+            &format!("{GOOD}client: {{ auth: {{ type: bearer, token: {{ secrets_manager: prod/api }} }} }}\n"),
+        )
+        .unwrap();
+        assert!(matches!(c.client.auth, crate::auth::AuthConfig::Bearer { .. }));
+
+        let e = error_of(&format!(
+            "{GOOD}client: {{ auth: {{ type: bearer, token: tok-live-42 }} }}\n"
+        ));
+        let text = e.to_string();
+        assert!(text.contains("pipelines/p.yaml"), "{text}");
+        // serde names the section and the line of the literal.
+        assert!(text.contains("client") && text.contains("line 12"), "{text}");
+        assert!(text.contains("must be a reference"), "{text}");
+        assert!(!text.contains("tok-live-42"), "{text}");
+
+        let e = error_of(&format!(
+            "{GOOD}client: {{ auth: {{ type: api_key, key: {{ secrets_manager: k }} }} }}\n"
+        ));
+        assert_eq!(e.field, "client.auth.header");
+    }
+
+    #[test]
+    fn credentials_in_literal_headers_are_refused() {
+        let yaml = GOOD.replace("{ X-Source: fanout }", "{ X-Source: fanout, Authorization: Bearer abc }");
+        let e = error_of(&yaml);
+        assert_eq!(e.field, "request.headers.Authorization");
+        assert!(e.to_string().contains("client.auth"), "{e}");
+        assert!(!e.to_string().contains("Bearer abc"), "{e}");
     }
 
     #[test]
@@ -1005,6 +1050,7 @@ request:
                 rate_limit_name: "api".into(),
                 rate_limit_per_sec: 5_000,
                 rate_limit_burst: 500,
+                auth: crate::auth::AuthConfig::None,
             },
             split: SplitConfig {
                 chunk_bytes: 4 << 20,

@@ -3,6 +3,7 @@
 //! | module | idea |
 //! | --- | --- |
 //! | [`config`] | the pipeline config: its schema, defaults and validation |
+//! | [`auth`] | how a pipeline authenticates to its API (strategies, secret references) |
 //! | [`template`] | `{field}` placeholders in URLs, headers and bodies |
 //! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
@@ -25,6 +26,7 @@
 //! (`fanout-client`) and the handlers (`fanout-handlers`) depend on this crate, never the
 //! other way round.
 
+pub mod auth;
 pub mod check;
 pub mod claims;
 pub mod config;

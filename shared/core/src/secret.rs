@@ -29,7 +29,8 @@ pub enum SecretRef {
 #[serde(untagged)]
 enum RawSecretRef {
     Ref(RefFields),
-    Literal(serde_norway::Value),
+    /// Anything else: read past, never kept (it may be the secret itself).
+    Literal(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]
