@@ -221,6 +221,7 @@ pub fn worker_container(
         &stack.queue_url,
         fleet_size,
         LOCAL_DIMENSION_SETS,
+        worker_lambda::DEFAULT_SECRET_CACHE,
     )
 }
 

@@ -506,7 +506,7 @@ fn functions_get_the_environment_the_code_reads() {
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
         (
             "WorkerFunction",
-            &["TABLE_NAME", "QUEUE_URL", "FLEET_SIZE"][..],
+            &["TABLE_NAME", "QUEUE_URL", "FLEET_SIZE", "SECRET_CACHE_SECONDS"][..],
         ),
     ] {
         let env = get(function_props(&t, id), &["Environment", "Variables"])
@@ -539,6 +539,10 @@ fn functions_get_the_environment_the_code_reads() {
             Some("LedgerTable")
         );
     }
+    assert_eq!(
+        ref_name(env.get("SECRET_CACHE_SECONDS").unwrap()).as_deref(),
+        Some("SecretCacheSeconds")
+    );
 }
 
 #[test]

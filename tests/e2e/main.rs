@@ -7,6 +7,7 @@
 //! * `resilience::` alone: load tests whose rate bounds assume no other job shares the local AWS;
 //! * `limit::` alone, on a local AWS of its own (docs/rate-limit.md says why).
 
+mod auth;
 mod bad_input;
 mod claims;
 mod faults;

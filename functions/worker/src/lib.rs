@@ -3,8 +3,10 @@
 //! the same [`container`] function, so what it runs is what Lambda runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fanout_aws::breaker::DynamoBreakerStores;
+use fanout_aws::secrets::AwsSecretSource;
 use fanout_aws::{cloudwatch, dynamo, leaser::DynamoLeaser, required_env, s3, sqs};
 use fanout_client::limiter::source::{FleetLimits, system_clock};
 use fanout_client::{BreakerStoreFactory, ClientStack};
@@ -13,23 +15,35 @@ use fanout_core::metrics::{CounterDeltas, DimensionSets, WorkerMetrics};
 use fanout_core::ports::BreakerStateStore;
 use fanout_handlers::worker::WorkerDeps;
 
+/// How long a container keeps a secret it read, when `SECRET_CACHE_SECONDS` is not set (the
+/// template's default too).
+pub const DEFAULT_SECRET_CACHE: Duration = Duration::from_secs(300);
+
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
 /// holds the rate-limit windows, breaker state and manifest claims), `QUEUE_URL` (for
-/// continuations) and `FLEET_SIZE` (the worker's reserved concurrency, which sizes rate-limit
-/// leases).
+/// continuations), `FLEET_SIZE` (the worker's reserved concurrency, which sizes rate-limit
+/// leases) and `SECRET_CACHE_SECONDS` (how long the secrets named by `client.auth` are kept).
 pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDeps> {
-    let fleet_size = match std::env::var("FLEET_SIZE") {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("FLEET_SIZE={v:?} is not a whole number"))?,
-        Err(_) => 1,
+    let number = |name: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a whole number")),
+            Err(_) => Ok(None),
+        }
     };
+    let fleet_size = number("FLEET_SIZE")?.unwrap_or(1);
+    let fleet_size = u32::try_from(fleet_size)
+        .map_err(|_| anyhow::anyhow!("FLEET_SIZE={fleet_size} is too large"))?;
+    let secret_cache = number("SECRET_CACHE_SECONDS")?.map_or(DEFAULT_SECRET_CACHE, Duration::from_secs);
     let container = container(
         config,
         &required_env("TABLE_NAME")?,
         &required_env("QUEUE_URL")?,
         fleet_size,
         DimensionSets::PipelineAndAggregate,
+        secret_cache,
     )?;
     Ok(container.deps)
 }
@@ -46,13 +60,15 @@ pub struct WorkerContainer {
 
 /// A worker container's dependencies: S3, the ledger, claims, the queue, CloudWatch (with
 /// `sets`), and the API client stack whose rate limit and breaker state are the fleet-wide ones
-/// kept in the ledger table.
+/// kept in the ledger table, and whose credentials are read from Secrets Manager or KMS and kept
+/// for `secret_cache`.
 pub fn container(
     config: &aws_config::SdkConfig,
     table: &str,
     queue_url: &str,
     fleet_size: u32,
     sets: DimensionSets,
+    secret_cache: Duration,
 ) -> anyhow::Result<WorkerContainer> {
     let ddb = fanout_aws::dynamodb_client(config);
     let limits = Arc::new(FleetLimits::new(
@@ -64,6 +80,11 @@ pub fn container(
     let api = ClientStack::builder()
         .token_sources(limits.factory())
         .breaker_stores(breaker_stores(&breakers))
+        .secrets(Arc::new(AwsSecretSource::new(
+            fanout_aws::secretsmanager_client(config),
+            fanout_aws::kms_client(config),
+            secret_cache,
+        )))
         .build(fanout_client::http::pooled_client()?);
     let counters = {
         let (client, limits) = (api.counters().clone(), limits.clone());
