@@ -15,4 +15,5 @@ mod observe;
 mod pipeline;
 mod replay;
 mod resilience;
+mod secret_source;
 mod secrets;
