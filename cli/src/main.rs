@@ -5,10 +5,11 @@ mod commands {
     pub mod generate;
     pub mod replay;
     pub mod report;
+    pub mod secret;
     pub mod status;
 }
 
-use commands::{dashboard, generate, replay, report, status};
+use commands::{dashboard, generate, replay, report, secret, status};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,10 +111,39 @@ enum Command {
         #[arg(long, default_value = "fanout")]
         prefix: String,
     },
+    /// Store an API credential for a pipeline config to reference: the value is read from stdin
+    /// (piped, or typed at a hidden prompt), never from an argument, and never printed.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
         #[command(subcommand)]
         command: LocalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Create a Secrets Manager secret with the value on stdin (or store a new value in it if it
+    /// exists); prints its ARN and the config reference {secrets_manager: NAME}.
+    Put {
+        /// The secret's name.
+        name: String,
+        /// The secret's description (set or replaced).
+        #[arg(long)]
+        description: Option<String>,
+        /// The KMS key that encrypts the secret (default: Secrets Manager's AWS managed key).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+    },
+    /// Encrypt the value on stdin with a KMS key; prints the config reference
+    /// {kms_ciphertext: BASE64}.
+    Encrypt {
+        /// The KMS key (id, ARN or alias/NAME) the workers may decrypt with.
+        #[arg(long)]
+        key_id: String,
     },
 }
 
@@ -245,6 +275,14 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Replay { job, prefix } => replay::run(&job, &prefix).await,
+        Command::Secret { command } => match command {
+            SecretCommand::Put {
+                name,
+                description,
+                kms_key_id,
+            } => secret::put(&name, description.as_deref(), kms_key_id.as_deref()).await,
+            SecretCommand::Encrypt { key_id } => secret::encrypt(&key_id).await,
+        },
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout_aws::load_config().await;

@@ -16,4 +16,5 @@ mod observe;
 mod pipeline;
 mod replay;
 mod resilience;
+mod secret_source;
 mod secrets;

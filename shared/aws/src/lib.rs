@@ -9,6 +9,7 @@
 //! | [`leaser`] | `TokenLeaser` | DynamoDB (rate-limit windows in the ledger table) |
 //! | [`breaker`] | `BreakerStateStore` | DynamoDB (breaker items in the ledger table) |
 //! | [`cloudwatch`] | `MetricsSink` | CloudWatch |
+//! | [`secrets`] | `SecretSource` | Secrets Manager, KMS |
 //!
 //! Clients honour `AWS_ENDPOINT_URL` (the SDK reads it), which is how the local stack points them
 //! at the local AWS; S3 then uses path-style addressing, which local emulators need.
@@ -18,6 +19,7 @@ pub mod cloudwatch;
 pub mod dynamo;
 pub mod leaser;
 pub mod s3;
+pub mod secrets;
 pub mod sqs;
 
 use aws_config::BehaviorVersion;
@@ -49,6 +51,14 @@ pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
 
 pub fn cloudwatch_client(config: &SdkConfig) -> aws_sdk_cloudwatch::Client {
     aws_sdk_cloudwatch::Client::new(config)
+}
+
+pub fn secretsmanager_client(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(config)
+}
+
+pub fn kms_client(config: &SdkConfig) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(config)
 }
 
 /// The environment variable's value, or an error naming it.
