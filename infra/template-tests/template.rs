@@ -506,7 +506,12 @@ fn functions_get_the_environment_the_code_reads() {
         ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
         (
             "WorkerFunction",
-            &["TABLE_NAME", "QUEUE_URL", "FLEET_SIZE", "SECRET_CACHE_SECONDS"][..],
+            &[
+                "TABLE_NAME",
+                "QUEUE_URL",
+                "FLEET_SIZE",
+                "SECRET_CACHE_SECONDS",
+            ][..],
         ),
     ] {
         let env = get(function_props(&t, id), &["Environment", "Variables"])

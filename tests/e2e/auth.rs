@@ -65,8 +65,10 @@ async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &st
     })
     .await
     .unwrap();
-    let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 2000, "")
-        .replace("max_attempts: 2 }", &format!("max_attempts: 2, auth: {auth} }}"));
+    let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 2000, "").replace(
+        "max_attempts: 2 }",
+        &format!("max_attempts: 2, auth: {auth} }}"),
+    );
     let event = ts.upload(pipeline, &yaml, "in.csv", &csv()).await;
     let report = ts.run(event, 2).await;
     let job = report.job.expect("a job");
@@ -122,7 +124,8 @@ async fn bearer_token_from_secrets_manager() {
     let mock = MockAuth::Bearer {
         token: TOKEN.into(),
     };
-    job_with(&ts, "bearer", mock, &reference, TOKEN).await;
+    let auth = format!("{{type: bearer, token: {reference}}}");
+    job_with(&ts, "bearer", mock, &auth, TOKEN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,5 +183,10 @@ async fn a_literal_secret_fails_the_job_before_anything_is_enqueued() {
     assert!(error.contains("must be a reference"), "{error}");
     assert!(!error.contains(TOKEN), "{error}");
     assert_eq!(ts.queue_depth().await, 0);
-    assert!(ts.keys("results/").await.iter().all(|k| !k.contains("part-")));
+    assert!(
+        ts.keys("results/")
+            .await
+            .iter()
+            .all(|k| !k.contains("part-"))
+    );
 }

@@ -53,12 +53,12 @@ async fn authenticated_api(
     (url, authorized)
 }
 
-/// A job whose API client sends a bearer token, run through the worker handler with its logs
-/// (every level of this crate) captured: the token reaches the API and nothing else — not the
-/// logs, results, failed or rejected objects.
+/// A job whose pipeline authenticates with a bearer token kept in Secrets Manager, run through
+/// the worker handler (wired as Lambda wires it) with its logs (every level of this crate)
+/// captured: the token reaches the API and nothing else — not the logs, results, failed or
+/// rejected objects.
 #[tokio::test(flavor = "current_thread")]
 async fn the_api_credential_never_reaches_logs_or_outputs() {
-    use fanout_client::auth::{Credential, StaticCredential};
     const TOKEN: &str = "tok-3f9a1c-DO-NOT-LOG";
 
     let logs = LogBuffer::default();
@@ -75,7 +75,19 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
 
     let ts = stack("secrets").await;
     let (url, authorized) = authenticated_api(TOKEN).await;
-    let yaml = pipeline_yaml("csv", &url, CSV_FIELDS, 1000, "");
+    // The token is in the local Secrets Manager; the pipeline names it (client.auth), and the
+    // worker, wired as Lambda wires it, reads it through its secret source.
+    aws_sdk_secretsmanager::Client::new(&ts.config)
+        .create_secret()
+        .name("secrets-test/api-token")
+        .secret_string(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let yaml = pipeline_yaml("csv", &url, CSV_FIELDS, 1000, "").replace(
+        "max_attempts: 2 }",
+        "max_attempts: 2, auth: {type: bearer, token: {secrets_manager: secrets-test/api-token}} }",
+    );
     let event = ts.upload("secrets", &yaml, "in.csv", &csv(200)).await;
     let splitter = fanout_cli::local::splitter_deps(&ts.config, &ts.stack);
     let split = fanout_handlers::splitter::handle_s3_event(event, &splitter)
@@ -85,17 +97,8 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
         [fanout_handlers::splitter::SplitOutcome::Started { job_id, .. }] => job_id.clone(),
         other => panic!("{other:?}"),
     };
-    let api = fanout_client::ClientStack::builder()
-        .credentials(std::sync::Arc::new(StaticCredential(
-            Credential::bearer(TOKEN).unwrap(),
-        )))
-        .build(fanout_client::http::pooled_client().unwrap());
-    // The stack's worker wiring (ledger, claims, queue), with this test's API client.
-    let deps = fanout_handlers::worker::WorkerDeps {
-        deadline: api.deadline().clone(),
-        api: std::sync::Arc::new(api),
-        ..fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap()
-    };
+    // The worker's wiring, as Lambda's (its secret source included).
+    let deps = fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
     // Drain the queue through the worker handler, as Lambda would.
     let sqs = aws_sdk_sqs::Client::new(&ts.config);
     let started = std::time::Instant::now();

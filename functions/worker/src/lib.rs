@@ -36,7 +36,8 @@ pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDep
     let fleet_size = number("FLEET_SIZE")?.unwrap_or(1);
     let fleet_size = u32::try_from(fleet_size)
         .map_err(|_| anyhow::anyhow!("FLEET_SIZE={fleet_size} is too large"))?;
-    let secret_cache = number("SECRET_CACHE_SECONDS")?.map_or(DEFAULT_SECRET_CACHE, Duration::from_secs);
+    let secret_cache =
+        number("SECRET_CACHE_SECONDS")?.map_or(DEFAULT_SECRET_CACHE, Duration::from_secs);
     let container = container(
         config,
         &required_env("TABLE_NAME")?,

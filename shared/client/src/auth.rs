@@ -49,7 +49,8 @@ impl Credential {
     /// HTTP Basic (RFC 7617): `Authorization: Basic base64(username:password)`.
     pub fn basic(username: &str, password: &str) -> Result<Self, InvalidHeaderValue> {
         use base64::Engine;
-        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let pair =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         Self::new(reqwest::header::AUTHORIZATION, &format!("Basic {pair}"))
     }
 
@@ -79,6 +80,26 @@ impl Credential {
         }
     }
 
+    /// `body` with every copy of the credential replaced by `<redacted>`: an API that echoes its
+    /// request (the URL with an API key, its headers) would otherwise put the secret in the
+    /// results, which keep response bodies.
+    pub(crate) fn scrub(&self, body: bytes::Bytes) -> bytes::Bytes {
+        let forms: Vec<Vec<u8>> = match &self.placement {
+            Placement::Header(_, v) => vec![v.as_bytes().to_vec()],
+            Placement::Query(_, v) => {
+                let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                vec![v.as_bytes().to_vec(), encoded.into_bytes()]
+            }
+        };
+        let mut body = body;
+        for form in forms.iter().filter(|f| !f.is_empty()) {
+            if body.windows(form.len()).any(|w| w == form.as_slice()) {
+                body = replace_all(&body, form, b"<redacted>").into();
+            }
+        }
+        body
+    }
+
     #[cfg(test)]
     pub(crate) fn value(&self) -> &str {
         match &self.placement {
@@ -86,6 +107,21 @@ impl Credential {
             Placement::Query(_, v) => v,
         }
     }
+}
+
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Credential {
@@ -382,8 +418,13 @@ mod tests {
 
     #[tokio::test]
     async fn each_strategy_becomes_its_header_or_parameter() {
-        let c = configured("{type: bearer, token: {secrets_manager: t}}").await.unwrap();
-        assert_eq!((c.name(), c.value()), ("authorization", "Bearer s3cr3t-value"));
+        let c = configured("{type: bearer, token: {secrets_manager: t}}")
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.name(), c.value()),
+            ("authorization", "Bearer s3cr3t-value")
+        );
 
         let c = configured("{type: basic, username: alice, password: {kms_ciphertext: AQ}}")
             .await
@@ -404,7 +445,25 @@ mod tests {
         assert!(headers.is_empty());
         assert!(!format!("{c:?}").contains("s3cr3t"));
 
-        assert!(ConfiguredCredential::new(&AuthConfig::None, Arc::new(FakeSecrets::default())).is_none());
+        assert!(
+            ConfiguredCredential::new(&AuthConfig::None, Arc::new(FakeSecrets::default()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_echoed_credential_is_scrubbed_from_the_body() {
+        let c = Credential::query("api_key", "k&y 1");
+        let body = bytes::Bytes::from_static(b"{\"query\":\"api_key=k%26y+1\",\"raw\":\"k&y 1\"}");
+        assert_eq!(
+            &c.scrub(body)[..],
+            b"{\"query\":\"api_key=<redacted>\",\"raw\":\"<redacted>\"}"
+        );
+        let c = Credential::bearer("tok").unwrap();
+        let body = bytes::Bytes::from_static(b"{\"authorization\":\"Bearer tok\"}");
+        assert_eq!(&c.scrub(body)[..], b"{\"authorization\":\"<redacted>\"}");
+        let clean = bytes::Bytes::from_static(b"{\"ok\":true}");
+        assert_eq!(c.scrub(clean.clone()), clean);
     }
 
     #[tokio::test]
@@ -412,6 +471,9 @@ mod tests {
         let err = configured("{type: bearer, token: {secrets_manager: missing}}")
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("Secrets Manager secret missing"), "{err}");
+        assert!(
+            err.to_string().contains("Secrets Manager secret missing"),
+            "{err}"
+        );
     }
 }

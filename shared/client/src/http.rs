@@ -103,10 +103,15 @@ async fn send(
             break;
         }
     }
+    let truncated = seen > body.len();
+    let body = match &call.credential {
+        Some(c) => c.scrub(body.freeze()),
+        None => body.freeze(),
+    };
     Ok(ApiResponse {
         status,
-        truncated: seen > body.len(),
-        body: body.freeze(),
+        truncated,
+        body,
         retry_after,
     })
 }

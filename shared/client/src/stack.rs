@@ -44,9 +44,6 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::auth::{AuthLayer, ConfiguredCredential, CredentialSource};
-use fanout_core::auth::AuthConfig;
-use fanout_core::ports::SecretSource;
-use fanout_core::secret::{Secret, SecretRef};
 use super::breaker::{
     Breaker, BreakerLayer, BreakerSettings, BreakerStateStore, InMemoryBreakerStore,
 };
@@ -57,9 +54,12 @@ use super::rate_limit::{LocalTokenBucket, RateLimitLayer, TokenSource};
 use super::retry::{RetryPolicy, RetrySettings, budget_from_config};
 use super::timeout::TimeoutLayer;
 use super::{ApiCall, ApiResponse, CallTrace, ClientCounters, ClientError};
+use fanout_core::auth::AuthConfig;
 use fanout_core::config::ClientConfig;
+use fanout_core::ports::SecretSource;
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::request::ApiRequest;
+use fanout_core::secret::{Secret, SecretRef};
 
 /// A composed stack, boxed: cheap to clone, one per call.
 pub type ApiService = BoxCloneSyncService<ApiCall, ApiResponse, ClientError>;

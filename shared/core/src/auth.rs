@@ -25,7 +25,10 @@ pub enum AuthConfig {
         key: SecretRef,
     },
     /// HTTP Basic: `Authorization: Basic base64(username:password)`.
-    Basic { username: String, password: SecretRef },
+    Basic {
+        username: String,
+        password: SecretRef,
+    },
     /// A static bearer token: `Authorization: Bearer <token>`.
     Bearer { token: SecretRef },
 }
@@ -57,7 +60,10 @@ impl AuthConfig {
                 }
                 (None, Some(q)) => {
                     if q.is_empty() || q.contains(['&', '=', '#', ' ']) {
-                        out.push(("query_param", format!("{q:?} is not a plain parameter name")));
+                        out.push((
+                            "query_param",
+                            format!("{q:?} is not a plain parameter name"),
+                        ));
                     }
                 }
                 _ => out.push((
@@ -84,9 +90,11 @@ pub fn is_credential_header(name: &str) -> bool {
     matches!(
         n.as_str(),
         "authorization" | "proxy-authorization" | "cookie"
-    ) || ["api-key", "apikey", "api_key", "token", "secret", "password"]
-        .iter()
-        .any(|w| n.contains(w))
+    ) || [
+        "api-key", "apikey", "api_key", "token", "secret", "password",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 #[cfg(test)]
@@ -102,7 +110,11 @@ mod tests {
         assert_eq!(parse("{type: none}").unwrap(), AuthConfig::None);
         assert!(matches!(
             parse("{type: api_key, header: X-Api-Key, key: {secrets_manager: k}}").unwrap(),
-            AuthConfig::ApiKey { header: Some(_), query_param: None, .. }
+            AuthConfig::ApiKey {
+                header: Some(_),
+                query_param: None,
+                ..
+            }
         ));
         assert!(matches!(
             parse("{type: basic, username: u, password: {kms_ciphertext: AQ}}").unwrap(),
@@ -125,10 +137,9 @@ mod tests {
 
     #[test]
     fn api_key_placement_is_exactly_one() {
-        let both = parse(
-            "{type: api_key, header: X-Key, query_param: key, key: {secrets_manager: k}}",
-        )
-        .unwrap();
+        let both =
+            parse("{type: api_key, header: X-Key, query_param: key, key: {secrets_manager: k}}")
+                .unwrap();
         assert_eq!(both.problems().len(), 1);
         let neither = parse("{type: api_key, key: {secrets_manager: k}}").unwrap();
         assert_eq!(neither.problems().len(), 1);
@@ -138,7 +149,13 @@ mod tests {
 
     #[test]
     fn credential_headers_are_recognised() {
-        for h in ["Authorization", "X-Api-Key", "x-auth-token", "Cookie", "client_secret"] {
+        for h in [
+            "Authorization",
+            "X-Api-Key",
+            "x-auth-token",
+            "Cookie",
+            "client_secret",
+        ] {
             assert!(is_credential_header(h), "{h}");
         }
         for h in ["X-Source", "Content-Type", "Idempotency-Key", "Accept"] {

@@ -824,7 +824,10 @@ request:
             &format!("{GOOD}client: {{ auth: {{ type: bearer, token: {{ secrets_manager: prod/api }} }} }}\n"),
         )
         .unwrap();
-        assert!(matches!(c.client.auth, crate::auth::AuthConfig::Bearer { .. }));
+        assert!(matches!(
+            c.client.auth,
+            crate::auth::AuthConfig::Bearer { .. }
+        ));
 
         let e = error_of(&format!(
             "{GOOD}client: {{ auth: {{ type: bearer, token: tok-live-42 }} }}\n"
@@ -832,7 +835,10 @@ request:
         let text = e.to_string();
         assert!(text.contains("pipelines/p.yaml"), "{text}");
         // serde names the section and the line of the literal.
-        assert!(text.contains("client") && text.contains("line 12"), "{text}");
+        assert!(
+            text.contains("client") && text.contains("line 12"),
+            "{text}"
+        );
         assert!(text.contains("must be a reference"), "{text}");
         assert!(!text.contains("tok-live-42"), "{text}");
 
@@ -844,7 +850,10 @@ request:
 
     #[test]
     fn credentials_in_literal_headers_are_refused() {
-        let yaml = GOOD.replace("{ X-Source: fanout }", "{ X-Source: fanout, Authorization: Bearer abc }");
+        let yaml = GOOD.replace(
+            "{ X-Source: fanout }",
+            "{ X-Source: fanout, Authorization: Bearer abc }",
+        );
         let e = error_of(&yaml);
         assert_eq!(e.field, "request.headers.Authorization");
         assert!(e.to_string().contains("client.auth"), "{e}");
