@@ -112,27 +112,28 @@ impl TestStack {
         .expect("local run")
     }
 
+    /// The bytes of the object at `key` in the stack's bucket.
+    pub async fn object(&self, key: &str) -> bytes::Bytes {
+        self.s3()
+            .get_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"))
+            .body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("read {key}: {e}"))
+            .into_bytes()
+    }
+
     /// Every JSON line of every object under `prefix`.
     pub async fn lines(&self, prefix: &str) -> Vec<Value> {
-        let s3 = self.s3();
         let mut out = Vec::new();
         for key in self.keys(prefix).await {
-            let body = s3
-                .get_object()
-                .bucket(self.bucket())
-                .key(&key)
-                .send()
-                .await
-                .expect("get")
-                .body
-                .collect()
-                .await
-                .expect("read");
-            for line in body
-                .into_bytes()
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
+            let body = self.object(&key).await;
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 out.push(
                     serde_json::from_slice(line)
                         .unwrap_or_else(|e| panic!("{key}: bad JSON line: {e}")),

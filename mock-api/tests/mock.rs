@@ -1,6 +1,5 @@
 //! End-to-end tests over real sockets, with the raw client in `common`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mock_api::{MockConfig, MockStats};
@@ -319,34 +318,9 @@ async fn shutdown_cuts_hangs_short_and_stops_listening() {
 #[cfg(unix)]
 #[tokio::test]
 async fn binary_announces_address_and_stops_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
     use tokio::process::Command;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-api"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--latency-ms",
-            "0-1",
-            "--rate-429",
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn mock-api");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    tokio::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("read announce line");
-    let url = line
-        .trim()
-        .strip_prefix("mock-api listening on http://")
-        .expect("announce line format");
-    let addr: SocketAddr = url.parse().expect("announced address");
+    let (mut child, addr) = common::spawn_binary(&["--latency-ms", "0-1", "--rate-429", "1"]).await;
     assert!(addr.ip().is_loopback());
     assert_eq!(get(addr, "/").await.status, 429);
 

@@ -84,19 +84,7 @@ async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &st
     let keys = ts.keys("").await;
     assert!(keys.iter().any(|k| k.starts_with("results/")), "{keys:?}");
     for key in keys {
-        let body = ts
-            .s3()
-            .get_object()
-            .bucket(ts.bucket())
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let body = ts.object(&key).await;
         assert!(
             !String::from_utf8_lossy(&body).contains(secret),
             "the secret is in s3://{}/{key}",

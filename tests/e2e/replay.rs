@@ -106,21 +106,9 @@ async fn replay_finishes_dlq_manifests_and_replaces_failures_with_successes() {
         "every record once, now all succeeded"
     );
     assert!(ts.lines(&format!("failed/{job_id}/")).await.is_empty());
-    let summary: serde_json::Value = serde_json::from_slice(
-        &ts.s3()
-            .get_object()
-            .bucket(ts.bucket())
-            .key(format!("results/{job_id}/_SUMMARY.json"))
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&ts.object(&format!("results/{job_id}/_SUMMARY.json")).await)
+            .unwrap();
     assert_eq!(summary["status"], "COMPLETED", "{summary}");
     assert_eq!(summary["succeeded"], input.len() as u64, "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");

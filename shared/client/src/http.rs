@@ -219,6 +219,15 @@ mod tests {
         assert!(request.contains("x-source: fanout\r\n"), "{request}");
     }
 
+    /// A loopback address nothing listens on: bound, then dropped.
+    async fn free_addr() -> std::net::SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_query_credential_is_added_to_the_url_and_kept_out_of_errors() {
         let (url, mut requests) = serve(reply("200 OK", "", "")).await;
@@ -230,11 +239,7 @@ mod tests {
         assert!(request.contains("?id=7&api_key=k%26y%3D1 "), "{request}");
 
         // Nothing listens here: the connect error must not carry the URL with its key.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = free_addr().await;
         let svc = HttpService::new(reqwest::Client::new(), 100);
         let mut call = call_to(&format!("http://{addr}/x"), &[]);
         call.credential = Some(Credential::query("api_key", "KEY-DO-NOT-LOG"));
@@ -244,12 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connect_error() {
-        // Bind then drop: the port is free, so nothing listens there.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = free_addr().await;
         let svc = HttpService::new(reqwest::Client::new(), 100);
 
         let result = svc.oneshot(call_to(&format!("http://{addr}/"), &[])).await;
