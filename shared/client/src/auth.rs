@@ -161,7 +161,7 @@ impl ConfiguredCredential {
 #[async_trait]
 impl CredentialSource for ConfiguredCredential {
     async fn credential(&self) -> anyhow::Result<Credential> {
-        let Some(reference) = self.auth.secret() else {
+        let Some(reference) = self.auth.secrets().first().copied() else {
             anyhow::bail!("no credential is configured");
         };
         let secret = self.secrets.secret(reference).await?;
@@ -185,7 +185,7 @@ impl CredentialSource for ConfiguredCredential {
                 Credential::basic(username, value).map_err(unusable)?
             }
             AuthConfig::Bearer { .. } => Credential::bearer(value).map_err(unusable)?,
-            AuthConfig::ApiKey { .. } | AuthConfig::None => {
+            AuthConfig::ApiKey { .. } | AuthConfig::None | AuthConfig::OAuth2(_) => {
                 anyhow::bail!("client.auth is incomplete")
             }
         })

@@ -56,7 +56,7 @@ use super::timeout::TimeoutLayer;
 use super::{ApiCall, ApiResponse, CallTrace, ClientCounters, ClientError};
 use fanout_core::auth::AuthConfig;
 use fanout_core::config::ClientConfig;
-use fanout_core::ports::SecretSource;
+use fanout_core::ports::{SecretSource, SharedTokenStore};
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::request::ApiRequest;
 use fanout_core::secret::{Secret, SecretRef};
@@ -99,6 +99,7 @@ pub struct ClientStackBuilder {
     breaker_stores: Option<BreakerStoreFactory>,
     credentials: Option<Arc<dyn CredentialSource>>,
     secrets: Option<Arc<dyn SecretSource>>,
+    shared_tokens: Option<Arc<dyn SharedTokenStore>>,
 }
 
 impl fmt::Debug for ClientStackBuilder {
@@ -110,6 +111,7 @@ impl fmt::Debug for ClientStackBuilder {
             .field("breaker_store", &self.breaker_stores.is_some())
             .field("credentials", &self.credentials.is_some())
             .field("secrets", &self.secrets.is_some())
+            .field("shared_tokens", &self.shared_tokens.is_some())
             .finish()
     }
 }
@@ -152,6 +154,13 @@ impl ClientStackBuilder {
     /// Where the secrets named by configs' `client.auth` are read (Secrets Manager, KMS).
     pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Where OAuth2 tokens are shared with the rest of the fleet (the ledger table). Without
+    /// it, each container gets its own token.
+    pub fn shared_tokens(mut self, store: Arc<dyn SharedTokenStore>) -> Self {
+        self.shared_tokens = Some(store);
         self
     }
 

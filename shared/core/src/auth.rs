@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::oauth2::OAuth2Config;
 use crate::secret::SecretRef;
 
 /// The pipeline's auth strategy.
@@ -31,16 +32,21 @@ pub enum AuthConfig {
     },
     /// A static bearer token: `Authorization: Bearer <token>`.
     Bearer { token: SecretRef },
+    /// OAuth2 tokens from a token endpoint, sent as bearer tokens and refreshed before they
+    /// expire; one token shared by the whole fleet.
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2Config),
 }
 
 impl AuthConfig {
-    /// The secret the strategy needs, if any.
-    pub fn secret(&self) -> Option<&SecretRef> {
+    /// The secrets the strategy needs.
+    pub fn secrets(&self) -> Vec<&SecretRef> {
         match self {
-            AuthConfig::None => None,
-            AuthConfig::ApiKey { key, .. } => Some(key),
-            AuthConfig::Basic { password, .. } => Some(password),
-            AuthConfig::Bearer { token } => Some(token),
+            AuthConfig::None => Vec::new(),
+            AuthConfig::ApiKey { key, .. } => vec![key],
+            AuthConfig::Basic { password, .. } => vec![password],
+            AuthConfig::Bearer { token } => vec![token],
+            AuthConfig::OAuth2(o) => o.secrets(),
         }
     }
 
@@ -76,6 +82,7 @@ impl AuthConfig {
                     out.push(("username", "must be non-empty and hold no ':'".into()));
                 }
             }
+            AuthConfig::OAuth2(o) => out = o.problems(),
             AuthConfig::None | AuthConfig::Bearer { .. } => {}
         }
         out
@@ -133,6 +140,14 @@ mod tests {
         assert!(!err.contains("tok-123"), "{err}");
         assert!(parse("{type: bearer, token: {secrets_manager: t}, extra: 1}").is_err());
         assert!(parse("{type: oauth3}").is_err());
+        let oauth = parse(
+            "{type: oauth2, token_url: 'https://a/t', client_id: c, \
+             client_secret: {secrets_manager: s}}",
+        );
+        assert!(matches!(oauth, Ok(AuthConfig::OAuth2(_))), "{oauth:?}");
+        assert!(parse("{type: oauth2, token_url: 'https://a/t', client_id: c, client_secret: x1}")
+            .unwrap_err()
+            .contains("must be a reference"));
     }
 
     #[test]

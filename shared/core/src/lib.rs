@@ -38,6 +38,7 @@ pub mod latency;
 pub mod ledger;
 pub mod manifest;
 pub mod metrics;
+pub mod oauth2;
 pub mod output;
 pub mod ports;
 pub mod range;

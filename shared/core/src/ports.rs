@@ -241,3 +241,34 @@ pub trait SecretSource: Send + Sync {
         reference: &crate::secret::SecretRef,
     ) -> anyhow::Result<crate::secret::Secret>;
 }
+
+/// The fleet's shared OAuth2 token (`pk = OAUTH2#<key>` in the ledger table, the token
+/// encrypted with the stack's KMS key), so that the token endpoint sees about one request per
+/// token lifetime however many containers run. One container refreshes it at a time, under a
+/// lease with an expiry: a container that dies mid-refresh blocks the others only until then.
+#[async_trait]
+pub trait SharedTokenStore: Send + Sync {
+    /// The stored token and its version (0 when there is none yet). Strongly consistent.
+    async fn read(&self, key: &str) -> anyhow::Result<(u64, Option<crate::oauth2::IssuedToken>)>;
+    /// Takes the refresh lease for `holder` until `until_ms`, if it is free (never taken, or
+    /// expired at `now_ms`) and the stored version is still `seen_version`: a container that
+    /// read an older token than the one stored since must use that one, not refresh again.
+    async fn try_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        seen_version: u64,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> anyhow::Result<bool>;
+    /// Stores `token` as version `seen_version + 1` and frees the lease, unless another
+    /// container stored a newer version meanwhile (its lease had expired): then nothing is
+    /// written and the answer is false.
+    async fn store(
+        &self,
+        key: &str,
+        holder: &str,
+        seen_version: u64,
+        token: &crate::oauth2::IssuedToken,
+    ) -> anyhow::Result<bool>;
+}
