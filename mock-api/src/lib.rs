@@ -340,6 +340,11 @@ impl MockApi {
         self.shared.counters.reset();
     }
 
+    /// Every OAuth2 token issued so far (tests search outputs for them).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.tokens.issued()
+    }
+
     /// Revokes every token issued so far (OAuth2): API calls carrying one are
     /// refused from now on, tokens issued afterwards work. Returns how many
     /// tokens were newly revoked. Same as `POST /oauth2/revoke-all`.

@@ -110,6 +110,11 @@ impl TokenStore {
         }
     }
 
+    /// Every token issued so far, for tests that look for them where they must not be.
+    pub(crate) fn issued(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// Revokes every token issued so far; returns how many were not revoked yet.
     pub(crate) fn revoke_all(&self) -> u64 {
         let mut store = self.lock();

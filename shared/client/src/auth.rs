@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue, InvalidHeaderValue};
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{ApiCall, ApiResponse, CallFuture, ClientError};
@@ -137,7 +138,17 @@ impl fmt::Debug for Credential {
 /// expires (the implementation caches; this is called once per attempt).
 #[async_trait]
 pub trait CredentialSource: Send + Sync {
-    async fn credential(&self) -> anyhow::Result<Credential>;
+    /// The credential for the next attempt; any wait for it (a token being refreshed) ends by
+    /// `deadline`, the call's.
+    async fn credential(&self, deadline: Option<Instant>) -> anyhow::Result<Credential>;
+
+    /// The API answered 401 to `credential`. True when the next [`credential`] is another one
+    /// (a refreshed token), so that one more attempt may succeed; a static secret says false.
+    ///
+    /// [`credential`]: CredentialSource::credential
+    async fn rejected(&self, _credential: &Credential) -> bool {
+        false
+    }
 }
 
 /// The credential a pipeline's `client.auth` describes, its secret read through `secrets` on
@@ -160,7 +171,7 @@ impl ConfiguredCredential {
 
 #[async_trait]
 impl CredentialSource for ConfiguredCredential {
-    async fn credential(&self) -> anyhow::Result<Credential> {
+    async fn credential(&self, _: Option<Instant>) -> anyhow::Result<Credential> {
         let Some(reference) = self.auth.secrets().first().copied() else {
             anyhow::bail!("no credential is configured");
         };
@@ -198,7 +209,7 @@ pub struct StaticCredential(pub Credential);
 
 #[async_trait]
 impl CredentialSource for StaticCredential {
-    async fn credential(&self) -> anyhow::Result<Credential> {
+    async fn credential(&self, _: Option<Instant>) -> anyhow::Result<Credential> {
         Ok(self.0.clone())
     }
 }
@@ -265,14 +276,19 @@ where
         let inner = self.inner.clone();
         let source = self.source.clone();
         Box::pin(async move {
-            if let Some(source) = source {
-                let credential = source
-                    .credential()
-                    .await
-                    .map_err(|e| ClientError::Credentials(format!("{e:#}")))?;
-                call.credential = Some(credential);
+            let Some(source) = source else {
+                return inner.oneshot(call).await;
+            };
+            let credential = source
+                .credential(call.deadline)
+                .await
+                .map_err(|e| ClientError::Credentials(format!("{e:#}")))?;
+            call.credential = Some(credential.clone());
+            let mut response = inner.oneshot(call).await?;
+            if response.status == 401 && source.rejected(&credential).await {
+                response.credential_renewed = true;
             }
-            inner.oneshot(call).await
+            Ok(response)
         })
     }
 }
@@ -295,7 +311,7 @@ mod tests {
 
     #[async_trait]
     impl CredentialSource for Rotating {
-        async fn credential(&self) -> anyhow::Result<Credential> {
+        async fn credential(&self, _: Option<Instant>) -> anyhow::Result<Credential> {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(Credential::bearer(&format!("secret-{n}"))?)
         }
@@ -332,6 +348,65 @@ mod tests {
         assert_eq!(sent_token(&inner, 2), "Bearer secret-3");
     }
 
+    /// Like an OAuth2 source: every 401 replaces the token.
+    #[derive(Debug, Default)]
+    struct Renewing(Rotating);
+
+    #[async_trait]
+    impl CredentialSource for Renewing {
+        async fn credential(&self, d: Option<Instant>) -> anyhow::Result<Credential> {
+            self.0.credential(d).await
+        }
+        async fn rejected(&self, _: &Credential) -> bool {
+            true
+        }
+    }
+
+    fn one_attempt() -> RetryPolicy {
+        RetryPolicy::new(
+            RetrySettings {
+                max_attempts: 1,
+                backoff_base: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(100),
+                retry_after_max: Duration::from_secs(1),
+            },
+            // No budget for retries: the renewal must not need any.
+            Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.0)),
+            Arc::new(ClientCounters::default()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_with_a_renewed_credential_is_sent_once_more_and_no_more() {
+        let source: Arc<dyn CredentialSource> = Arc::new(Renewing::default());
+        let inner = Scripted::new(vec![status(401), status(200)]);
+        let svc = one_attempt()
+            .layer()
+            .layer(AuthLayer::new(Some(source.clone())).layer(inner.clone()));
+        assert_eq!(svc.oneshot(call()).await.unwrap().status, 200);
+        assert_eq!(inner.calls(), 2);
+        assert_eq!(sent_token(&inner, 1), "Bearer secret-2");
+
+        // An API that refuses every token: one renewal, then the 401 is the answer.
+        let inner = Scripted::new(vec![status(401), status(401), status(200)]);
+        let svc = one_attempt()
+            .layer()
+            .layer(AuthLayer::new(Some(source)).layer(inner.clone()));
+        assert_eq!(svc.oneshot(call()).await.unwrap().status, 401);
+        assert_eq!(inner.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_on_a_credential_that_cannot_change_is_final() {
+        let source = Arc::new(StaticCredential(Credential::bearer("k").unwrap()));
+        let inner = Scripted::new(vec![status(401), status(200)]);
+        let svc = one_attempt()
+            .layer()
+            .layer(AuthLayer::new(Some(source)).layer(inner.clone()));
+        assert_eq!(svc.oneshot(call()).await.unwrap().status, 401);
+        assert_eq!(inner.calls(), 1);
+    }
+
     #[tokio::test]
     async fn no_source_sends_no_credential() {
         let inner = Scripted::new(vec![status(200)]);
@@ -348,7 +423,7 @@ mod tests {
 
     #[async_trait]
     impl CredentialSource for Failing {
-        async fn credential(&self) -> anyhow::Result<Credential> {
+        async fn credential(&self, _: Option<Instant>) -> anyhow::Result<Credential> {
             anyhow::bail!("secret not found")
         }
     }
@@ -413,7 +488,7 @@ mod tests {
     async fn configured(yaml: &str) -> anyhow::Result<Credential> {
         let source = ConfiguredCredential::new(&auth(yaml), Arc::new(FakeSecrets::default()))
             .expect("a strategy with a credential");
-        source.credential().await
+        source.credential(None).await
     }
 
     #[tokio::test]

@@ -113,6 +113,7 @@ async fn send(
         truncated,
         body,
         retry_after,
+        credential_renewed: false,
     })
 }
 

@@ -14,7 +14,7 @@
 //! | concurrency | [`concurrency`] | AIMD limit on attempts in flight |
 //! | rate limit | [`rate_limit`] | one token per attempt from a [`rate_limit::TokenSource`] |
 //! | timeout | [`timeout`] | per-attempt timeout; counts and times each attempt |
-//! | auth | [`auth`] | a header from a [`auth::CredentialSource`], fetched per attempt |
+//! | auth | [`auth`] | a header from a [`auth::CredentialSource`], fetched per attempt; a 401 renews it once ([`oauth2`]) |
 //! | http | [`http`] | reqwest: send, read the body up to a cap, classify errors |
 
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod concurrency;
 pub mod deadline;
 pub mod http;
 pub mod limiter;
+pub mod oauth2;
 pub mod rate_limit;
 pub mod retry;
 pub mod stack;
@@ -106,6 +107,9 @@ pub struct ApiResponse {
     pub truncated: bool,
     /// The Retry-After header, when it was given in seconds.
     pub retry_after: Option<Duration>,
+    /// A 401 after which the credential source has another credential: the retry layer sends
+    /// the attempt once more with it.
+    pub credential_renewed: bool,
 }
 
 impl ApiResponse {
@@ -115,6 +119,7 @@ impl ApiResponse {
             body: Bytes::new(),
             truncated: false,
             retry_after: None,
+            credential_renewed: false,
         }
     }
 }

@@ -63,6 +63,10 @@ pub fn budget_from_config(c: &ClientConfig) -> TpsBudget {
     )
 }
 
+/// A 401 after which the auth layer has a new credential (an OAuth2 token the API refused and
+/// that was replaced) is retried once, at once, outside `max_attempts` and the budget: the API
+/// refused our credential, not the request, and a second 401 ends the call.
+///
 /// Per-call state lives in the policy: `Retry` clones it for every call.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -72,6 +76,8 @@ pub struct RetryPolicy {
     deposited: bool,
     /// Attempts of this call that reached the API side of the breaker.
     attempts: u32,
+    /// The call was retried once with a renewed credential.
+    renewed: bool,
 }
 
 impl RetryPolicy {
@@ -86,6 +92,7 @@ impl RetryPolicy {
             counters,
             deposited: false,
             attempts: 0,
+            renewed: false,
         }
     }
 
@@ -133,6 +140,10 @@ impl Policy<ApiCall, ApiResponse, ClientError> for RetryPolicy {
             self.budget.deposit();
         }
         let hint = match result {
+            Ok(r) if r.credential_renewed && !self.renewed => {
+                self.renewed = true;
+                return Self::sleep_within(call.deadline, Duration::ZERO);
+            }
             Err(ClientError::BreakerOpen { retry_in }) => {
                 call.deadline?;
                 let wait = *retry_in + self.jitter();

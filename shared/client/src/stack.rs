@@ -26,7 +26,9 @@
 //!   is not counted as attempt time and does not turn into timeouts the breaker would count
 //!   against the API. The timeout layer is also where attempts are counted and timed.
 //! - **Auth innermost**, so the credential is fetched per attempt, just before sending: a
-//!   refreshed token applies to the next retry.
+//!   refreshed token applies to the next retry. A 401 that renewed the credential goes back up
+//!   to the retry layer, so the one extra attempt it earns takes a slot and a rate-limit token
+//!   like any other.
 //!
 //! A [`ClientStack`] builds one such stack per distinct [`ClientConfig`] it is called with
 //! (the worker passes each manifest's pipeline config) and caches it, so the breaker, the
@@ -50,14 +52,16 @@ use super::breaker::{
 use super::concurrency::{AdaptiveLimit, ConcurrencyLayer, ConcurrencySettings};
 use super::deadline::{DeadlineHandle, DeadlineLayer};
 use super::http::HttpService;
+use super::limiter::source::system_clock;
+use super::oauth2::{HttpTokenEndpoint, OAuth2Source};
 use super::rate_limit::{LocalTokenBucket, RateLimitLayer, TokenSource};
 use super::retry::{RetryPolicy, RetrySettings, budget_from_config};
 use super::timeout::TimeoutLayer;
 use super::{ApiCall, ApiResponse, CallTrace, ClientCounters, ClientError};
 use fanout_core::auth::AuthConfig;
 use fanout_core::config::ClientConfig;
-use fanout_core::ports::{SecretSource, SharedTokenStore};
 use fanout_core::ports::{ApiClient, CallOutcome};
+use fanout_core::ports::{SecretSource, SharedTokenStore};
 use fanout_core::request::ApiRequest;
 use fanout_core::secret::{Secret, SecretRef};
 
@@ -100,6 +104,8 @@ pub struct ClientStackBuilder {
     credentials: Option<Arc<dyn CredentialSource>>,
     secrets: Option<Arc<dyn SecretSource>>,
     shared_tokens: Option<Arc<dyn SharedTokenStore>>,
+    /// The client for token endpoints: the API's own (set by `build`), else a default one.
+    token_http: Option<reqwest::Client>,
 }
 
 impl fmt::Debug for ClientStackBuilder {
@@ -171,12 +177,23 @@ impl ClientStackBuilder {
             return self.credentials.clone();
         }
         let secrets = self.secrets.clone().unwrap_or_else(|| Arc::new(NoSecrets));
+        if let AuthConfig::OAuth2(oauth) = &config.auth {
+            let http = self.token_http.clone().unwrap_or_default();
+            return Some(Arc::new(OAuth2Source::new(
+                oauth.clone(),
+                secrets,
+                Arc::new(HttpTokenEndpoint(http)),
+                self.shared_tokens.clone(),
+                system_clock(),
+            )));
+        }
         ConfiguredCredential::new(&config.auth, secrets)
             .map(|c| Arc::new(c) as Arc<dyn CredentialSource>)
     }
 
     /// Over reqwest: the production client.
-    pub fn build(self, client: reqwest::Client) -> ClientStack {
+    pub fn build(mut self, client: reqwest::Client) -> ClientStack {
+        self.token_http = Some(client.clone());
         self.build_with(move |config| HttpService::new(client.clone(), config.max_response_bytes))
     }
 

@@ -145,9 +145,11 @@ mod tests {
              client_secret: {secrets_manager: s}}",
         );
         assert!(matches!(oauth, Ok(AuthConfig::OAuth2(_))), "{oauth:?}");
-        assert!(parse("{type: oauth2, token_url: 'https://a/t', client_id: c, client_secret: x1}")
-            .unwrap_err()
-            .contains("must be a reference"));
+        assert!(
+            parse("{type: oauth2, token_url: 'https://a/t', client_id: c, client_secret: x1}")
+                .unwrap_err()
+                .contains("must be a reference")
+        );
     }
 
     #[test]

@@ -59,8 +59,8 @@ pub struct OAuth2Config {
     /// More form parameters some servers need (e.g. `resource`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_params: BTreeMap<String, String>,
-    /// A token is replaced this long before it expires, or at 90% of its lifetime when that
-    /// comes first, so that no request carries a token that expires on its way.
+    /// A token is replaced this long before it expires (at most 10% of its lifetime before),
+    /// so that no request carries a token that expires on its way.
     #[serde(default = "default_refresh_margin_secs")]
     pub refresh_margin_secs: u64,
 }
@@ -240,12 +240,12 @@ pub struct IssuedToken {
 pub const DEFAULT_LIFETIME_SECS: u64 = 3600;
 
 impl IssuedToken {
-    /// When to replace the token: `margin` before it expires, or at 90% of its lifetime,
-    /// whichever is earlier.
+    /// When to replace the token: `margin_secs` before it expires, but not before 90% of its
+    /// lifetime (a 60 s margin on a 60 s token would refresh it at once, forever).
     pub fn refresh_at_ms(&self, margin_secs: u64) -> u64 {
         let lifetime = self.expires_at_ms.saturating_sub(self.issued_at_ms);
-        let margin = (margin_secs * 1000).max(lifetime / 10);
-        self.expires_at_ms.saturating_sub(margin).max(self.issued_at_ms)
+        let margin = margin_secs.saturating_mul(1000).min(lifetime / 10);
+        self.expires_at_ms - margin
     }
 
     /// A successful token answer (§5.1), read at `now_ms`. Errors never hold the body, which
@@ -272,7 +272,9 @@ impl IssuedToken {
         // Some servers send expires_in as a string.
         let lifetime = match &answer.expires_in {
             None | Some(serde_json::Value::Null) => DEFAULT_LIFETIME_SECS,
-            Some(serde_json::Value::Number(n)) => n.as_u64().ok_or("expires_in is not a whole number")?,
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().ok_or("expires_in is not a whole number")?
+            }
             Some(serde_json::Value::String(s)) => {
                 s.parse().map_err(|_| "expires_in is not a whole number")?
             }
@@ -322,7 +324,10 @@ mod tests {
         );
         let (id, secret) = basic.unwrap();
         assert_eq!((id.as_str(), secret.expose()), ("app", "shh"));
-        assert_eq!(format!("{form:?}"), r#"["grant_type", "scope", "audience"]"#);
+        assert_eq!(
+            format!("{form:?}"),
+            r#"["grant_type", "scope", "audience"]"#
+        );
     }
 
     #[test]
@@ -353,7 +358,11 @@ mod tests {
     #[test]
     fn problems_name_their_field() {
         let fields = |yaml: &str| -> Vec<&'static str> {
-            config(yaml).problems().into_iter().map(|(f, _)| f).collect()
+            config(yaml)
+                .problems()
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
         };
         assert_eq!(
             fields("{token_url: 'ftp://x', client_id: a, client_secret: {secrets_manager: s}}"),
@@ -373,11 +382,13 @@ mod tests {
             ),
             ["extra_params", "extra_params"]
         );
-        let literal: Result<OAuth2Config, _> = serde_norway::from_str(
-            "{token_url: 'http://x', client_id: a, client_secret: hunter2}",
-        );
+        let literal: Result<OAuth2Config, _> =
+            serde_norway::from_str("{token_url: 'http://x', client_id: a, client_secret: hunter2}");
         let err = literal.unwrap_err().to_string();
-        assert!(err.contains("must be a reference") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("must be a reference") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -403,11 +414,10 @@ mod tests {
         assert_eq!(t.expires_at_ms, 601_000);
         // A 60 s margin on a 600 s token.
         assert_eq!(t.refresh_at_ms(60), 541_000);
-        // 10% of a 60 s token beats a 1 s margin; a margin longer than the lifetime refreshes
-        // at once rather than before the token was issued.
+        // A 1 s margin on a 60 s token; a margin as long as the lifetime is cut to 10% of it.
         let short = IssuedToken::from_answer(br#"{"access_token":"x","expires_in":"60"}"#, 0);
-        assert_eq!(short.as_ref().unwrap().refresh_at_ms(1), 54_000);
-        assert_eq!(short.unwrap().refresh_at_ms(3600), 0);
+        assert_eq!(short.as_ref().unwrap().refresh_at_ms(1), 59_000);
+        assert_eq!(short.unwrap().refresh_at_ms(60), 54_000);
         let no_expiry = IssuedToken::from_answer(br#"{"access_token":"x"}"#, 0).unwrap();
         assert_eq!(no_expiry.expires_at_ms, DEFAULT_LIFETIME_SECS * 1000);
         for bad in [
