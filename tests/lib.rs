@@ -95,21 +95,24 @@ impl TestStack {
 
     /// Runs a job for `event` with `workers` simulated containers.
     pub async fn run(&self, event: aws_lambda_events::s3::S3Event, workers: usize) -> RunReport {
+        self.run_for(event, workers, Duration::from_secs(120)).await
+    }
+
+    /// Like [`TestStack::run`], for a job that may take up to `timeout`.
+    pub async fn run_for(
+        &self,
+        event: aws_lambda_events::s3::S3Event,
+        workers: usize,
+        timeout: Duration,
+    ) -> RunReport {
         let options = PollerOptions {
             workers,
             batch_size: 2,
             ..PollerOptions::default()
         };
-        local::run_event(
-            &self.config,
-            &self.stack,
-            event,
-            &options,
-            Duration::from_secs(120),
-            &|_| {},
-        )
-        .await
-        .expect("local run")
+        local::run_event(&self.config, &self.stack, event, &options, timeout, &|_| {})
+            .await
+            .expect("local run")
     }
 
     /// The bytes of the object at `key` in the stack's bucket.

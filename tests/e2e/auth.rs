@@ -58,7 +58,14 @@ async fn kms_secret(ts: &TestStack, value: &str) -> String {
 
 /// Runs a job with `client.auth` = `auth` (YAML) against a mock requiring `mock_auth`, and
 /// checks that every record reached the API with the credential and `secret` is in no output.
-async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &str, secret: &str) {
+/// Returns the mock, still running, for more checks.
+async fn job_with(
+    ts: &TestStack,
+    pipeline: &str,
+    mock_auth: MockAuth,
+    auth: &str,
+    secret: &str,
+) -> MockApi {
     let api = MockApi::start(MockConfig {
         auth: mock_auth,
         ..MockConfig::default()
@@ -67,7 +74,10 @@ async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &st
     .unwrap();
     let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 2000, "").replace(
         "max_attempts: 2 }",
-        &format!("max_attempts: 2, auth: {auth} }}"),
+        &format!(
+            "max_attempts: 2, auth: {} }}",
+            auth.replace("{base}", &api.base_url())
+        ),
     );
     let event = ts.upload(pipeline, &yaml, "in.csv", &csv()).await;
     let report = ts.run(event, 2).await;
@@ -79,15 +89,20 @@ async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &st
     let stats = api.stats();
     assert_eq!(stats.refused_auth, 0, "{stats:?}");
     assert_eq!(stats.accepted_auth, RECORDS as u64, "{stats:?}");
+    assert_absent(ts, secret).await;
+    api
+}
 
-    // The secret is in no object the job wrote (results, summary), nor in the ledger.
+/// `needle` is in no object the job wrote (results, summary, failed, rejected, the pipeline's
+/// config), nor anywhere in the ledger table.
+pub(crate) async fn assert_absent(ts: &TestStack, needle: &str) {
     let keys = ts.keys("").await;
     assert!(keys.iter().any(|k| k.starts_with("results/")), "{keys:?}");
     for key in keys {
         let body = ts.object(&key).await;
         assert!(
-            !String::from_utf8_lossy(&body).contains(secret),
-            "the secret is in s3://{}/{key}",
+            !String::from_utf8_lossy(&body).contains(needle),
+            "a secret is in s3://{}/{key}",
             ts.bucket()
         );
     }
@@ -99,8 +114,8 @@ async fn job_with(ts: &TestStack, pipeline: &str, mock_auth: MockAuth, auth: &st
         .unwrap();
     assert!(!items.items().is_empty());
     assert!(
-        !format!("{:?}", items.items()).contains(secret),
-        "the secret is in the ledger"
+        !format!("{:?}", items.items()).contains(needle),
+        "a secret is in the ledger"
     );
 }
 
@@ -177,4 +192,66 @@ async fn a_literal_secret_fails_the_job_before_anything_is_enqueued() {
             .iter()
             .all(|k| !k.contains("part-"))
     );
+}
+
+/// The mock's OAuth2 server for the grants below.
+fn oauth_mock(client_secret: &str, password: Option<&str>) -> MockAuth {
+    MockAuth::OAuth2(mock_api::OAuth2Config {
+        client_id: "fanout-app".into(),
+        client_secret: client_secret.into(),
+        username: password.map(|_| "svc-owner".into()),
+        password: password.map(Into::into),
+        token_lifetime_secs: 600,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_client_credentials_with_a_secret_from_secrets_manager() {
+    const CLIENT_SECRET: &str = "cs-oauth-3e8a-DO-NOT-LEAK";
+    let ts = stack("auth_oauth_cc").await;
+    let reference = stored_secret(&ts, "auth-oauth/client", CLIENT_SECRET, None).await;
+    let auth = format!(
+        "{{type: oauth2, token_url: '{{base}}/oauth2/token', client_id: fanout-app, \
+         client_secret: {reference}, scopes: [orders.read]}}"
+    );
+    let api = job_with(
+        &ts,
+        "oauthcc",
+        oauth_mock(CLIENT_SECRET, None),
+        &auth,
+        CLIENT_SECRET,
+    )
+    .await;
+    let stats = api.stats();
+    assert_eq!(stats.tokens_issued, 1, "{stats:?}");
+    assert_eq!(
+        stats.last_token_grant_type.as_deref(),
+        Some("client_credentials")
+    );
+    for token in api.issued_tokens() {
+        assert_absent(&ts, &token).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth2_password_grant_with_kms_ciphertexts_in_the_body() {
+    const CLIENT_SECRET: &str = "cs-oauth-pw-77c2-DO-NOT-LEAK";
+    const PASSWORD: &str = "pw-owner-0d4f-DO-NOT-LEAK";
+    let ts = stack("auth_oauth_pw").await;
+    let secret = kms_secret(&ts, CLIENT_SECRET).await;
+    let password = kms_secret(&ts, PASSWORD).await;
+    let auth = format!(
+        "{{type: oauth2, token_url: '{{base}}/oauth2/token', grant: password, \
+         client_id: fanout-app, client_auth: body, client_secret: {secret}, \
+         username: svc-owner, password: {password}}}"
+    );
+    let mock = oauth_mock(CLIENT_SECRET, Some(PASSWORD));
+    let api = job_with(&ts, "oauthpw", mock, &auth, PASSWORD).await;
+    assert_absent(&ts, CLIENT_SECRET).await;
+    let stats = api.stats();
+    assert_eq!(stats.tokens_issued, 1, "{stats:?}");
+    assert_eq!(stats.last_token_grant_type.as_deref(), Some("password"));
+    for token in api.issued_tokens() {
+        assert_absent(&ts, &token).await;
+    }
 }

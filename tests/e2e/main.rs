@@ -12,6 +12,7 @@ mod bad_input;
 mod claims;
 mod faults;
 mod limit;
+mod oauth;
 mod observe;
 mod pipeline;
 mod replay;

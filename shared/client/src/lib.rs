@@ -226,6 +226,9 @@ pub struct ClientCounters {
     pub concurrency_limit: AtomicU64,
     /// Total time attempts waited for a rate-limit token.
     pub token_wait_micros: AtomicU64,
+    /// OAuth2 token endpoint requests, and those that gave no token.
+    pub auth_token_requests: AtomicU64,
+    pub auth_token_failures: AtomicU64,
 }
 
 pub use fanout_core::metrics::CountersSnapshot;
@@ -243,6 +246,8 @@ impl ClientCounters {
             budget_exhausted: get(&self.budget_exhausted),
             concurrency_limit: get(&self.concurrency_limit),
             token_wait_micros: get(&self.token_wait_micros),
+            auth_token_requests: get(&self.auth_token_requests),
+            auth_token_failures: get(&self.auth_token_failures),
         }
     }
 

@@ -33,6 +33,7 @@ use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::ClientCounters;
 use super::auth::{Credential, CredentialSource};
 use super::limiter::source::Clock;
 use fanout_core::oauth2::{IssuedToken, OAuth2Config, TokenForm, error_code};
@@ -116,13 +117,10 @@ impl TokenEndpoint for HttpTokenEndpoint {
     }
 }
 
-/// What a container's token source did, for tests and logs.
+/// What a container's token source did, beyond the requests and failures it counts in the
+/// client's counters (published as `AuthTokenRequests` / `AuthTokenFailures`).
 #[derive(Debug, Default)]
 pub struct TokenStats {
-    /// Requests sent to the token endpoint.
-    pub requests: AtomicU64,
-    /// Of those, the ones that gave no token.
-    pub failures: AtomicU64,
     /// Tokens taken from the fleet's shared copy rather than fetched.
     pub shared_hits: AtomicU64,
     /// 401s that replaced the token.
@@ -152,6 +150,7 @@ pub struct OAuth2Source {
     clock: Clock,
     held: Mutex<Held>,
     stats: Arc<TokenStats>,
+    counters: Arc<ClientCounters>,
 }
 
 impl fmt::Debug for OAuth2Source {
@@ -171,6 +170,7 @@ impl OAuth2Source {
         endpoint: Arc<dyn TokenEndpoint>,
         shared: Option<Arc<dyn SharedTokenStore>>,
         clock: Clock,
+        counters: Arc<ClientCounters>,
     ) -> Self {
         let holder = format!("{:016x}", rand::rng().random::<u64>());
         Self {
@@ -183,6 +183,7 @@ impl OAuth2Source {
             clock,
             held: Mutex::default(),
             stats: Arc::default(),
+            counters,
         }
     }
 
@@ -279,7 +280,7 @@ impl OAuth2Source {
             if left.is_zero() {
                 break;
             }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            ClientCounters::bump(&self.counters.auth_token_requests);
             let answer = self
                 .endpoint
                 .post(
@@ -303,7 +304,7 @@ impl OAuth2Source {
                 }
                 Err(e) => (true, e),
             };
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            ClientCounters::bump(&self.counters.auth_token_failures);
             tracing::warn!(
                 token_url = %self.config.token_url,
                 attempt,
@@ -547,6 +548,7 @@ mod tests {
             endpoint.clone(),
             shared.map(|s| s.clone() as Arc<dyn SharedTokenStore>),
             clock(),
+            Arc::default(),
         )
     }
 
@@ -646,7 +648,11 @@ mod tests {
         );
         let s = source(&endpoint, None);
         assert_eq!(token(&s).await, "tok-4");
-        assert_eq!(s.stats().failures.load(Ordering::SeqCst), 3);
+        let counters = s.counters.snapshot();
+        assert_eq!(
+            (counters.auth_token_requests, counters.auth_token_failures),
+            (4, 3)
+        );
 
         let endpoint = FakeEndpoint::scripted(
             600,

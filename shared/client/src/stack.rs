@@ -185,6 +185,7 @@ impl ClientStackBuilder {
                 Arc::new(HttpTokenEndpoint(http)),
                 self.shared_tokens.clone(),
                 system_clock(),
+                self.counters.clone(),
             )));
         }
         ConfiguredCredential::new(&config.auth, secrets)

@@ -23,6 +23,9 @@ pub const CIRCUIT_BREAKER_OPENED: &str = "CircuitBreakerOpened";
 pub const MANIFEST_DURATION: &str = "ManifestDuration";
 pub const BYTES_READ: &str = "BytesRead";
 pub const JOBS_FAILED: &str = "JobsFailed";
+/// Requests to an OAuth2 token endpoint, and those that gave no token.
+pub const AUTH_TOKEN_REQUESTS: &str = "AuthTokenRequests";
+pub const AUTH_TOKEN_FAILURES: &str = "AuthTokenFailures";
 
 pub const ALL: &[&str] = &[
     API_CALLS,
@@ -42,6 +45,8 @@ pub const ALL: &[&str] = &[
     MANIFEST_DURATION,
     BYTES_READ,
     JOBS_FAILED,
+    AUTH_TOKEN_REQUESTS,
+    AUTH_TOKEN_FAILURES,
 ];
 
 // ------------------------------------------------------------------------------ datums
@@ -128,6 +133,8 @@ pub struct CountersSnapshot {
     pub budget_exhausted: u64,
     pub concurrency_limit: u64,
     pub token_wait_micros: u64,
+    pub auth_token_requests: u64,
+    pub auth_token_failures: u64,
 }
 
 /// What the container's cumulative counters moved by while one manifest was processed.
@@ -153,6 +160,8 @@ impl CounterDeltas {
                 budget_exhausted: d(n.budget_exhausted, b.budget_exhausted),
                 concurrency_limit: n.concurrency_limit,
                 token_wait_micros: d(n.token_wait_micros, b.token_wait_micros),
+                auth_token_requests: d(n.auth_token_requests, b.auth_token_requests),
+                auth_token_failures: d(n.auth_token_failures, b.auth_token_failures),
             },
             tokens_leased: d(now.tokens_leased, before.tokens_leased),
         }
@@ -251,6 +260,16 @@ pub fn manifest_datums(m: &ManifestMetrics<'_>, sets: DimensionSets) -> Vec<Datu
             TOKENS_LEASED,
             Unit::Count,
             vec![(m.deltas.tokens_leased as f64, 1.0)],
+        ),
+        (
+            AUTH_TOKEN_REQUESTS,
+            Unit::Count,
+            vec![(c.auth_token_requests as f64, 1.0)],
+        ),
+        (
+            AUTH_TOKEN_FAILURES,
+            Unit::Count,
+            vec![(c.auth_token_failures as f64, 1.0)],
         ),
         (
             MANIFEST_DURATION,
@@ -500,6 +519,8 @@ mod tests {
                 status_429: 2,
                 breaker_opened: 1,
                 token_wait_micros: 24_000,
+                auth_token_requests: 3,
+                auth_token_failures: 2,
                 ..Default::default()
             },
             tokens_leased: 50,
@@ -557,6 +578,8 @@ mod tests {
             assert_eq!(get(BYTES_READ), 4096.0);
             assert_eq!(get(TOKENS_LEASED), 50.0);
             assert_eq!(get(CIRCUIT_BREAKER_OPENED), 1.0);
+            assert_eq!(get(AUTH_TOKEN_REQUESTS), 3.0);
+            assert_eq!(get(AUTH_TOKEN_FAILURES), 2.0);
             assert_eq!(get(MANIFEST_DURATION), 1234.0);
             // 24 ms of waiting over 12 attempts: 2 ms each, summing to the total.
             let wait = find(&datums, RATE_LIMITER_WAIT, aggregate);
