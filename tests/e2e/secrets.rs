@@ -1,7 +1,9 @@
 //! The API credential reaches the API and nothing else: not the logs, results, failed or rejected
-//! objects. Alone in its binary because it installs the process-wide log subscriber.
+//! objects; with OAuth2, neither the client secret nor any token issued. Alone in its binary
+//! because it installs the process-wide log subscriber.
 
-use integration_tests::{csv_every_tenth_rejected as csv, pipeline_yaml, stack};
+use integration_tests::{TestStack, csv_every_tenth_rejected as csv, pipeline_yaml, stack};
+use mock_api::{MockApi, MockAuth, MockConfig};
 use serde_json::Value;
 
 const CSV_FIELDS: &str = "[{name: id, type: integer, required: true}, {name: name}]";
@@ -53,6 +55,44 @@ async fn authenticated_api(
     (url, authorized)
 }
 
+/// Drains the queue through the worker handler, one message per invocation, as Lambda would;
+/// `after(n)` runs after the n-th message (from 1).
+async fn drain<F, Fut>(ts: &TestStack, deps: &fanout_handlers::worker::WorkerDeps, mut after: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let sqs = aws_sdk_sqs::Client::new(&ts.config);
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while ts.queue_depth().await > 0 {
+        assert!(started.elapsed().as_secs() < 60, "the queue did not drain");
+        let received = sqs
+            .receive_message()
+            .queue_url(&ts.stack.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in received.messages() {
+            let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
+                "Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "eventSource": "aws:sqs"}]
+            }))
+            .unwrap();
+            let response = fanout_handlers::worker::handle_sqs_event(event, deps).await;
+            assert!(response.batch_item_failures.is_empty());
+            sqs.delete_message()
+                .queue_url(&ts.stack.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            n += 1;
+            after(n).await;
+        }
+    }
+}
+
 /// A job whose pipeline authenticates with a bearer token kept in Secrets Manager, run through
 /// the worker handler (wired as Lambda wires it) with its logs (every level of this crate)
 /// captured: the token reaches the API and nothing else — not the logs, results, failed or
@@ -99,33 +139,7 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     };
     // The worker's wiring, as Lambda's (its secret source included).
     let deps = fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
-    // Drain the queue through the worker handler, as Lambda would.
-    let sqs = aws_sdk_sqs::Client::new(&ts.config);
-    let started = std::time::Instant::now();
-    while ts.queue_depth().await > 0 {
-        assert!(started.elapsed().as_secs() < 60, "the queue did not drain");
-        let received = sqs
-            .receive_message()
-            .queue_url(&ts.stack.queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        for m in received.messages() {
-            let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
-                "Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(), "eventSource": "aws:sqs"}]
-            }))
-            .unwrap();
-            let response = fanout_handlers::worker::handle_sqs_event(event, &deps).await;
-            assert!(response.batch_item_failures.is_empty());
-            sqs.delete_message()
-                .queue_url(&ts.stack.queue_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    drain(&ts, &deps, |_| async {}).await;
     // The token was used: every sent record carried it.
     let results = ts.lines(&format!("results/{job}/part-")).await;
     let failed = ts.lines(&format!("failed/{job}/")).await;
@@ -173,5 +187,89 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
             !body.contains("3f9a1c"),
             "part of the token is in the {what}"
         );
+    }
+
+    // OAuth2 on the same stack and log: the client secret and every token issued stay out of
+    // the logs and outputs, also through a revocation and the refresh it causes.
+    const CLIENT_SECRET: &str = "cs-8d2e70-DO-NOT-LOG";
+    let api = MockApi::start(MockConfig {
+        error_rate: 0.1,
+        auth: MockAuth::OAuth2(mock_api::OAuth2Config {
+            client_id: "secrets-app".into(),
+            client_secret: CLIENT_SECRET.into(),
+            username: None,
+            password: None,
+            token_lifetime_secs: 3600,
+        }),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    aws_sdk_secretsmanager::Client::new(&ts.config)
+        .create_secret()
+        .name("secrets-test/oauth-client")
+        .secret_string(CLIENT_SECRET)
+        .send()
+        .await
+        .unwrap();
+    let auth = format!(
+        "max_attempts: 2, auth: {{type: oauth2, token_url: '{}/oauth2/token', \
+         client_id: secrets-app, client_secret: {{secrets_manager: secrets-test/oauth-client}}}} }}",
+        api.base_url()
+    );
+    let yaml = pipeline_yaml("csv", &api.base_url(), CSV_FIELDS, 1000, "")
+        .replace("max_attempts: 2 }", &auth);
+    let event = ts.upload("secrets-oauth", &yaml, "in.csv", &csv(200)).await;
+    let split = fanout_handlers::splitter::handle_s3_event(event, &splitter)
+        .await
+        .unwrap();
+    let job = match &split[..] {
+        [fanout_handlers::splitter::SplitOutcome::Started { job_id, .. }] => job_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let before = logs.0.lock().unwrap().len();
+    let deps = fanout_cli::local::worker_deps(&ts.config, &ts.stack, 1).unwrap();
+    drain(&ts, &deps, |n| {
+        let api = &api;
+        async move {
+            if n == 1 {
+                // Older than the 5 s under which a refused token is not refreshed again.
+                tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+                assert_eq!(api.revoke_tokens(), 1);
+            }
+        }
+    })
+    .await;
+    let stats = api.stats();
+    assert_eq!(stats.tokens_issued, 2, "{stats:?}");
+    assert!(stats.refused_auth >= 1, "{stats:?}");
+    let results = ts.lines(&format!("results/{job}/part-")).await;
+    let failed = ts.lines(&format!("failed/{job}/")).await;
+    let rejected = ts.lines(&format!("rejected/{job}/")).await;
+    assert!(!results.is_empty() && !failed.is_empty() && !rejected.is_empty());
+    assert!(
+        failed.iter().all(|f| f["status"] != 401),
+        "a record failed on the revoked token: {failed:?}"
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap()[before..].to_vec()).unwrap();
+    assert!(
+        text.contains("the API refused the OAuth2 token"),
+        "no line about the refused token"
+    );
+    let mut needles = api.issued_tokens();
+    assert_eq!(needles.len(), 2);
+    needles.push(CLIENT_SECRET.to_string());
+    for (what, body) in [
+        ("logs", text),
+        ("results", serde_json::to_string(&results).unwrap()),
+        ("failed", serde_json::to_string(&failed).unwrap()),
+        ("rejected", serde_json::to_string(&rejected).unwrap()),
+    ] {
+        for needle in &needles {
+            assert!(
+                !body.contains(needle.as_str()),
+                "an OAuth2 secret is in the {what}"
+            );
+        }
     }
 }
