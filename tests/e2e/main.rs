@@ -18,3 +18,4 @@ mod replay;
 mod resilience;
 mod secret_source;
 mod secrets;
+mod token_store;
