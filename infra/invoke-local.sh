@@ -21,6 +21,7 @@ cargo build --workspace --all-targets --locked -q
 stack_json=$(target/debug/fanout local up --prefix fanout)
 queue_url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["queue_url"])' "$stack_json")
 table=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["table"])' "$stack_json")
+kms_key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["kms_key_id"])' "$stack_json")
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p .local
@@ -45,7 +46,7 @@ done
 # Each function as Lambda starts it: the runtime API (its own path, through the proxy), the
 # function's variables, the environment the template sets.
 for function in splitter worker; do
-  env QUEUE_URL="$queue_url" TABLE_NAME="$table" \
+  env QUEUE_URL="$queue_url" TABLE_NAME="$table" KMS_KEY_ID="$kms_key_id" \
     AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$proxy_port/.rt/$function" \
     AWS_LAMBDA_FUNCTION_NAME="$function" AWS_LAMBDA_FUNCTION_VERSION=1 \
     AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \

@@ -35,6 +35,8 @@ pub struct StackNames {
     pub queue: String,
     pub dlq: String,
     pub table: String,
+    /// The KMS key's alias (`alias/NAME`).
+    pub key_alias: String,
 }
 
 impl StackNames {
@@ -44,6 +46,7 @@ impl StackNames {
             queue: format!("{prefix}-manifests"),
             dlq: format!("{prefix}-manifests-dlq"),
             table: format!("{prefix}-ledger"),
+            key_alias: format!("alias/{prefix}-key"),
         }
     }
 }
@@ -54,12 +57,21 @@ pub struct Stack {
     pub names: StackNames,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The stack's KMS key (id or ARN), which encrypts the OAuth2 tokens the workers share
+    /// through the ledger table; without it, each worker container gets its own token.
+    pub kms_key_id: Option<String>,
 }
 
 impl Stack {
     /// A stack that exists already, e.g. one deployed from template.yaml (infra/deploy-local.sh
     /// runs a job on the emulator's copy of it), named by its resources.
-    pub fn existing(bucket: &str, queue_url: &str, dlq_url: &str, table: &str) -> Self {
+    pub fn existing(
+        bucket: &str,
+        queue_url: &str,
+        dlq_url: &str,
+        table: &str,
+        kms_key_id: Option<&str>,
+    ) -> Self {
         // A queue URL ends with the queue's name.
         let name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_string();
         Self {
@@ -68,9 +80,12 @@ impl Stack {
                 queue: name(queue_url),
                 dlq: name(dlq_url),
                 table: table.to_string(),
+                // Not used: the key is named by its id.
+                key_alias: String::new(),
             },
             queue_url: queue_url.to_string(),
             dlq_url: dlq_url.to_string(),
+            kms_key_id: kms_key_id.map(str::to_string),
         }
     }
 }
@@ -88,8 +103,8 @@ pub const MAX_RECEIVE_COUNT: u32 = fanout_core::claims::MAX_RECEIVE_COUNT;
 /// Lambda invocation does.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Creates the bucket (versioned), the queue with its DLQ, and the ledger table, unless they
-/// exist. The settings mirror template.yaml's.
+/// Creates the bucket (versioned), the queue with its DLQ, the ledger table and the KMS key (with
+/// its alias), unless they exist. The settings mirror template.yaml's.
 pub async fn ensure_stack(
     config: &aws_config::SdkConfig,
     names: &StackNames,
@@ -180,11 +195,61 @@ pub async fn ensure_stack(
             .await
             .with_context(|| format!("CreateTable {}", names.table))?;
     }
+    let kms_key_id = ensure_key(config, &names.key_alias).await?;
     Ok(Stack {
         names: names.clone(),
         queue_url,
         dlq_url,
+        kms_key_id: Some(kms_key_id),
     })
+}
+
+/// The id of the KMS key `alias` names, created (a symmetric key, as template.yaml's) with the
+/// alias unless the alias exists.
+async fn ensure_key(config: &aws_config::SdkConfig, alias: &str) -> anyhow::Result<String> {
+    let kms = fanout_aws::kms_client(config);
+    let key_id = |what: &str, metadata: Option<aws_sdk_kms::types::KeyMetadata>| {
+        metadata
+            .map(|m| m.key_id)
+            .ok_or_else(|| anyhow::anyhow!("{what}: no key metadata"))
+    };
+    match kms.describe_key().key_id(alias).send().await {
+        Ok(out) => return key_id("DescribeKey", out.key_metadata),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) => {}
+        Err(e) => return Err(e).with_context(|| format!("DescribeKey {alias}")),
+    }
+    let created = kms
+        .create_key()
+        .description(format!("s3-api-fanout local stack ({alias})"))
+        .send()
+        .await
+        .context("CreateKey")?;
+    let created = key_id("CreateKey", created.key_metadata)?;
+    match kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(&created)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(created),
+        // Created meanwhile by another process: its key it is (the one just made stays unused).
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_already_exists_exception()) =>
+        {
+            let out = kms
+                .describe_key()
+                .key_id(alias)
+                .send()
+                .await
+                .with_context(|| format!("DescribeKey {alias}"))?;
+            key_id("DescribeKey", out.key_metadata)
+        }
+        Err(e) => Err(e).with_context(|| format!("CreateAlias {alias}")),
+    }
 }
 
 /// The splitter's deps as the splitter Lambda wires them, on the local stack's resources.
@@ -222,6 +287,7 @@ pub fn worker_container(
         fleet_size,
         LOCAL_DIMENSION_SETS,
         worker_lambda::DEFAULT_SECRET_CACHE,
+        stack.kms_key_id.as_deref(),
     )
 }
 

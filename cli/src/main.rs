@@ -169,13 +169,23 @@ struct StackArgs {
     dlq_url: Option<String>,
     #[arg(long, requires = "bucket")]
     table: Option<String>,
+    /// The existing stack's KMS key (its KeyArn output), with --bucket: the workers then share
+    /// each OAuth2 token through the ledger table, encrypted with it (else each gets its own).
+    #[arg(long, requires = "bucket")]
+    kms_key_id: Option<String>,
 }
 
 impl StackArgs {
     async fn stack(&self, config: &aws_config::SdkConfig) -> anyhow::Result<local::Stack> {
         match (&self.bucket, &self.queue_url, &self.dlq_url, &self.table) {
             (Some(bucket), Some(queue_url), Some(dlq_url), Some(table)) => {
-                Ok(local::Stack::existing(bucket, queue_url, dlq_url, table))
+                Ok(local::Stack::existing(
+                    bucket,
+                    queue_url,
+                    dlq_url,
+                    table,
+                    self.kms_key_id.as_deref(),
+                ))
             }
             _ => local::ensure_stack(config, &StackNames::with_prefix(&self.prefix)).await,
         }
@@ -184,7 +194,7 @@ impl StackArgs {
 
 #[derive(Subcommand)]
 enum LocalCommand {
-    /// Create the bucket, queues and ledger table unless they exist.
+    /// Create the bucket, queues, ledger table and KMS key unless they exist.
     Up {
         #[arg(long, default_value = "fanout")]
         prefix: String,
@@ -289,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
                 let stack = local::ensure_stack(&config, &StackNames::with_prefix(&prefix)).await?;
                 println!(
                     "{}",
-                    json!({"bucket": stack.names.bucket, "queue_url": stack.queue_url, "dlq_url": stack.dlq_url, "table": stack.names.table})
+                    json!({"bucket": stack.names.bucket, "queue_url": stack.queue_url, "dlq_url": stack.dlq_url, "table": stack.names.table, "kms_key_id": stack.kms_key_id})
                 );
                 Ok(())
             }

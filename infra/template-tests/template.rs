@@ -511,6 +511,7 @@ fn functions_get_the_environment_the_code_reads() {
                 "QUEUE_URL",
                 "FLEET_SIZE",
                 "SECRET_CACHE_SECONDS",
+                "KMS_KEY_ID",
             ][..],
         ),
     ] {
@@ -729,6 +730,60 @@ fn iam_policies_have_no_wildcard_action_or_resource() {
             "{id}: policies are separate resources"
         );
     }
+}
+
+/// The encryption context's `purpose` of the shared OAuth2 tokens: `PURPOSE` in
+/// shared/aws/src/token_store.rs (this crate depends on the core alone).
+const OAUTH2_TOKEN_PURPOSE: &str = "fanout-oauth2-token";
+
+#[test]
+fn the_worker_encrypts_with_the_stack_key_only_shared_oauth2_tokens() {
+    let t = load_template();
+    // functions/worker/src/lib.rs reads KMS_KEY_ID: the key the token store encrypts with.
+    let env = get(
+        function_props(&t, "WorkerFunction"),
+        &["Environment", "Variables"],
+    )
+    .unwrap();
+    assert_eq!(
+        ref_name(
+            env.get("KMS_KEY_ID")
+                .expect("WorkerFunction lacks KMS_KEY_ID")
+        )
+        .as_deref(),
+        Some("Key")
+    );
+    let mut encrypting = Vec::new();
+    for (id, policy) in resources_of_type(&t, "AWS::IAM::Policy") {
+        let statements = get(policy, &["Properties", "PolicyDocument", "Statement"])
+            .and_then(Value::as_sequence)
+            .unwrap();
+        for s in statements {
+            let actions = str_list(get(s, &["Action"]));
+            if !actions.iter().any(|a| a == "kms:Encrypt") {
+                continue;
+            }
+            // A statement of its own: the condition must not narrow the other KMS uses.
+            assert_eq!(actions, ["kms:Encrypt"], "{id}: kms:Encrypt alone");
+            let (tag, target) = intrinsic(get_raw(s, &["Resource"]).unwrap()).expect("!GetAtt");
+            assert_eq!(
+                (tag.as_str(), target.as_str()),
+                ("GetAtt", Some("Key.Arn")),
+                "{id}"
+            );
+            assert_eq!(
+                get(
+                    s,
+                    &["Condition", "StringEquals", "kms:EncryptionContext:purpose"]
+                )
+                .and_then(Value::as_str),
+                Some(OAUTH2_TOKEN_PURPOSE),
+                "{id}: only with the tokens' encryption context"
+            );
+            encrypting.push(id.clone());
+        }
+    }
+    assert_eq!(encrypting, ["WorkerPolicy"]);
 }
 
 // ------------------------------------------------------------------------------ alarms, outputs

@@ -19,3 +19,4 @@ mod replay;
 mod resilience;
 mod secret_source;
 mod secrets;
+mod token_store;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fanout_aws::breaker::DynamoBreakerStores;
 use fanout_aws::secrets::AwsSecretSource;
+use fanout_aws::token_store::DynamoTokenStore;
 use fanout_aws::{cloudwatch, dynamo, leaser::DynamoLeaser, required_env, s3, sqs};
 use fanout_client::limiter::source::{FleetLimits, system_clock};
 use fanout_client::{BreakerStoreFactory, ClientStack};
@@ -22,7 +23,9 @@ pub const DEFAULT_SECRET_CACHE: Duration = Duration::from_secs(300);
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
 /// holds the rate-limit windows, breaker state and manifest claims), `QUEUE_URL` (for
 /// continuations), `FLEET_SIZE` (the worker's reserved concurrency, which sizes rate-limit
-/// leases) and `SECRET_CACHE_SECONDS` (how long the secrets named by `client.auth` are kept).
+/// leases), `SECRET_CACHE_SECONDS` (how long the secrets named by `client.auth` are kept) and,
+/// optionally, `KMS_KEY_ID` (the stack's key: with it, the containers share each OAuth2 token
+/// through the ledger table, encrypted with that key; without it, each container gets its own).
 pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDeps> {
     let number = |name: &str| -> anyhow::Result<Option<u64>> {
         match std::env::var(name) {
@@ -38,6 +41,7 @@ pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDep
         .map_err(|_| anyhow::anyhow!("FLEET_SIZE={fleet_size} is too large"))?;
     let secret_cache =
         number("SECRET_CACHE_SECONDS")?.map_or(DEFAULT_SECRET_CACHE, Duration::from_secs);
+    let kms_key_id = std::env::var("KMS_KEY_ID").ok().filter(|k| !k.is_empty());
     let container = container(
         config,
         &required_env("TABLE_NAME")?,
@@ -45,6 +49,7 @@ pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDep
         fleet_size,
         DimensionSets::PipelineAndAggregate,
         secret_cache,
+        kms_key_id.as_deref(),
     )?;
     Ok(container.deps)
 }
@@ -57,12 +62,15 @@ pub struct WorkerContainer {
     pub limits: Arc<FleetLimits>,
     /// The breakers' open state, shared through the ledger table.
     pub breakers: Arc<DynamoBreakerStores>,
+    /// The fleet's OAuth2 tokens, shared through the ledger table (when a KMS key was given).
+    pub tokens: Option<Arc<DynamoTokenStore>>,
 }
 
 /// A worker container's dependencies: S3, the ledger, claims, the queue, CloudWatch (with
 /// `sets`), and the API client stack whose rate limit and breaker state are the fleet-wide ones
 /// kept in the ledger table, and whose credentials are read from Secrets Manager or KMS and kept
-/// for `secret_cache`.
+/// for `secret_cache`. With `kms_key_id`, OAuth2 tokens are shared with the fleet through the
+/// ledger table, encrypted with that key; without it, each container gets its own.
 pub fn container(
     config: &aws_config::SdkConfig,
     table: &str,
@@ -70,6 +78,7 @@ pub fn container(
     fleet_size: u32,
     sets: DimensionSets,
     secret_cache: Duration,
+    kms_key_id: Option<&str>,
 ) -> anyhow::Result<WorkerContainer> {
     let ddb = fanout_aws::dynamodb_client(config);
     let limits = Arc::new(FleetLimits::new(
@@ -78,15 +87,21 @@ pub fn container(
         fleet_size,
     ));
     let breakers = Arc::new(DynamoBreakerStores::new(ddb.clone(), table));
-    let api = ClientStack::builder()
+    let kms = fanout_aws::kms_client(config);
+    let tokens =
+        kms_key_id.map(|key| Arc::new(DynamoTokenStore::new(ddb.clone(), kms.clone(), table, key)));
+    let mut api = ClientStack::builder()
         .token_sources(limits.factory())
         .breaker_stores(breaker_stores(&breakers))
         .secrets(Arc::new(AwsSecretSource::new(
             fanout_aws::secretsmanager_client(config),
-            fanout_aws::kms_client(config),
+            kms,
             secret_cache,
-        )))
-        .build(fanout_client::http::pooled_client()?);
+        )));
+    if let Some(tokens) = &tokens {
+        api = api.shared_tokens(tokens.clone());
+    }
+    let api = api.build(fanout_client::http::pooled_client()?);
     let counters = {
         let (client, limits) = (api.counters().clone(), limits.clone());
         Arc::new(move || CounterDeltas {
@@ -118,6 +133,7 @@ pub fn container(
         deps,
         limits,
         breakers,
+        tokens,
     })
 }
 

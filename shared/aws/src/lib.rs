@@ -10,6 +10,7 @@
 //! | [`breaker`] | `BreakerStateStore` | DynamoDB (breaker items in the ledger table) |
 //! | [`cloudwatch`] | `MetricsSink` | CloudWatch |
 //! | [`secrets`] | `SecretSource` | Secrets Manager, KMS |
+//! | [`token_store`] | `SharedTokenStore` | DynamoDB (OAuth2 token items in the ledger table), KMS |
 //!
 //! Clients honour `AWS_ENDPOINT_URL` (the SDK reads it), which is how the local stack points them
 //! at the local AWS; S3 then uses path-style addressing, which local emulators need.
@@ -21,6 +22,7 @@ pub mod leaser;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;
+pub mod token_store;
 
 use aws_config::BehaviorVersion;
 

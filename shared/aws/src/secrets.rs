@@ -33,7 +33,7 @@ use fanout_core::secret::{Secret, SecretRef};
 /// `DisplayErrorContext` of an error prints the response, body included, and a response to
 /// GetSecretValue or Decrypt that could not be parsed (an "unhandled" service error) holds the
 /// value.
-fn sdk_error<E, R>(e: SdkError<E, R>) -> String
+pub(crate) fn sdk_error<E, R>(e: SdkError<E, R>) -> String
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
