@@ -18,7 +18,8 @@ api_pid=$!
 trap 'kill $api_pid 2>/dev/null; wait $api_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do grep -q listening .local/mock-api.log && break; sleep 0.1; done
 
-pipeline=.local/demo.yaml
-sed "s|{{API_BASE_URL}}|http://127.0.0.1:$api_port|" pipelines/demo.yaml >"$pipeline"
-$bin/fanout validate "$pipeline" --sample "$input" >&2
-$bin/fanout local run --input "$input" --pipeline "$pipeline" --name demo --workers "$workers" ${QUIET:+--quiet}
+# The config's {{API_BASE_URL}} is the local stack's, as a deployed stack's is its ApiBaseUrl.
+api="http://127.0.0.1:$api_port"
+$bin/fanout validate pipelines/demo.yaml --sample "$input" --api-base-url "$api" >&2
+$bin/fanout local run --input "$input" --pipeline pipelines/demo.yaml --name demo \
+    --api-base-url "$api" --workers "$workers" ${QUIET:+--quiet}

@@ -60,6 +60,9 @@ pub struct Stack {
     /// The stack's KMS key (id or ARN), which encrypts the OAuth2 tokens the workers share
     /// through the ledger table; without it, each worker container gets its own token.
     pub kms_key_id: Option<String>,
+    /// What the stack sets for pipelines (a deployed stack's `ApiBaseUrl`, `RateLimitPerSecond`,
+    /// `RateLimitBurst`, `ChunkBytes`): its splitter applies them to every config.
+    pub defaults: fanout_core::stack_defaults::StackDefaults,
 }
 
 impl Stack {
@@ -86,6 +89,7 @@ impl Stack {
             queue_url: queue_url.to_string(),
             dlq_url: dlq_url.to_string(),
             kms_key_id: kms_key_id.map(str::to_string),
+            defaults: Default::default(),
         }
     }
 }
@@ -201,6 +205,7 @@ pub async fn ensure_stack(
         queue_url,
         dlq_url,
         kms_key_id: Some(kms_key_id),
+        defaults: Default::default(),
     })
 }
 
@@ -254,13 +259,16 @@ async fn ensure_key(config: &aws_config::SdkConfig, alias: &str) -> anyhow::Resu
 
 /// The splitter's deps as the splitter Lambda wires them, on the local stack's resources.
 pub fn splitter_deps(config: &aws_config::SdkConfig, stack: &Stack) -> SplitterDeps {
-    // As for the workers (see worker_deps): the emulator's query without dimensions sums them.
-    splitter_lambda::deps(
-        config,
-        &stack.queue_url,
-        &stack.names.table,
-        LOCAL_DIMENSION_SETS,
-    )
+    SplitterDeps {
+        defaults: stack.defaults.clone(),
+        // As for the workers (see worker_deps): the emulator's query without dimensions sums them.
+        ..splitter_lambda::deps(
+            config,
+            &stack.queue_url,
+            &stack.names.table,
+            LOCAL_DIMENSION_SETS,
+        )
+    }
 }
 
 /// Fresh clients for one simulated worker container of a fleet of `fleet_size`. Like a real

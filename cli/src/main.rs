@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanout_cli::local::{self, PollerOptions, StackNames};
 use fanout_core::config::PipelineConfig;
+use fanout_core::stack_defaults::StackDefaults;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -40,6 +41,9 @@ enum Command {
         /// A sample input file: its CSV header is checked against the config's placeholders.
         #[arg(long)]
         sample: Option<PathBuf>,
+        /// The stack's defaults the config is checked with, as its splitter applies them.
+        #[command(flatten)]
+        defaults: DefaultsArgs,
     },
     /// Generate a test input file.
     Generate {
@@ -173,10 +177,50 @@ struct StackArgs {
     /// each OAuth2 token through the ledger table, encrypted with it (else each gets its own).
     #[arg(long, requires = "bucket")]
     kms_key_id: Option<String>,
+    #[command(flatten)]
+    defaults: DefaultsArgs,
+}
+
+/// What the stack sets for pipelines, as the template's parameters do for a deployed one.
+#[derive(clap::Args)]
+struct DefaultsArgs {
+    /// Replaces {{API_BASE_URL}} in pipeline configs (the template's ApiBaseUrl).
+    #[arg(long)]
+    api_base_url: Option<String>,
+    /// The rate limit of pipelines whose config sets none (RateLimitPerSecond).
+    #[arg(long)]
+    rate_limit_per_second: Option<u32>,
+    /// The burst of pipelines whose config sets none (RateLimitBurst).
+    #[arg(long)]
+    rate_limit_burst: Option<u32>,
+    /// The chunk size of pipelines whose config sets none (ChunkBytes).
+    #[arg(long)]
+    chunk_bytes: Option<u64>,
+}
+
+impl DefaultsArgs {
+    /// Checked as the splitter checks its environment.
+    fn defaults(&self) -> anyhow::Result<StackDefaults> {
+        StackDefaults::from_vars(|name| match name {
+            "API_BASE_URL" => self.api_base_url.clone(),
+            "RATE_LIMIT_PER_SECOND" => self.rate_limit_per_second.map(|v| v.to_string()),
+            "RATE_LIMIT_BURST" => self.rate_limit_burst.map(|v| v.to_string()),
+            "CHUNK_BYTES" => self.chunk_bytes.map(|v| v.to_string()),
+            _ => None,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 impl StackArgs {
     async fn stack(&self, config: &aws_config::SdkConfig) -> anyhow::Result<local::Stack> {
+        let defaults = self.defaults.defaults()?;
+        let mut stack = self.resources(config).await?;
+        stack.defaults = defaults;
+        Ok(stack)
+    }
+
+    async fn resources(&self, config: &aws_config::SdkConfig) -> anyhow::Result<local::Stack> {
         match (&self.bucket, &self.queue_url, &self.dlq_url, &self.table) {
             (Some(bucket), Some(queue_url), Some(dlq_url), Some(table)) => {
                 Ok(local::Stack::existing(
@@ -236,7 +280,11 @@ enum LocalCommand {
 async fn main() -> anyhow::Result<()> {
     fanout_handlers::telemetry::init_text("warn");
     match Cli::parse().command {
-        Command::Validate { file, sample } => validate(&file, sample.as_deref()),
+        Command::Validate {
+            file,
+            sample,
+            defaults,
+        } => validate(&file, sample.as_deref(), &defaults.defaults()?),
         Command::Generate {
             records,
             format,
@@ -335,10 +383,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn validate(file: &Path, sample: Option<&Path>) -> anyhow::Result<()> {
+fn validate(file: &Path, sample: Option<&Path>, defaults: &StackDefaults) -> anyhow::Result<()> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    let config = PipelineConfig::from_yaml(&name, &text)?;
+    let config = PipelineConfig::from_yaml_with(&name, &text, defaults)?;
     if let Some(sample) = sample {
         let data =
             std::fs::read(sample).with_context(|| format!("reading {}", sample.display()))?;

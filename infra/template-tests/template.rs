@@ -498,29 +498,132 @@ fn functions_default_to_arm64_al2023_and_are_built_with_cargo_lambda_from_their_
     }
 }
 
+/// Rust source files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The string literals of `text` that look like environment variable names (`QUEUE_URL`);
+/// with `after`, only those that follow it directly (e.g. `env::var(`).
+fn env_names(text: &str, after: Option<&str>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices('"') {
+        if let Some(prefix) = after
+            && !text[..i].ends_with(prefix)
+        {
+            continue;
+        }
+        let rest = &text[i + 1..];
+        let Some(end) = rest.find('"') else { break };
+        let lit = &rest[..end];
+        let looks = lit.len() > 2
+            && lit.starts_with(|c: char| c.is_ascii_uppercase())
+            && lit
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if looks {
+            names.insert(lit.to_string());
+        }
+    }
+    names
+}
+
+/// Variables the shared code reads that the template must not set: Lambda sets
+/// `AWS_LAMBDA_LOG_LEVEL` from the function's `LoggingConfig.ApplicationLogLevel`, and the rest
+/// are overrides for local runs.
+const NOT_FROM_THE_TEMPLATE: &[(&str, &str)] = &[
+    (
+        "AWS_LAMBDA_LOG_LEVEL",
+        "set by Lambda from LoggingConfig.ApplicationLogLevel",
+    ),
+    (
+        "RUST_LOG",
+        "a local override of the log level (shared/handlers/src/telemetry.rs)",
+    ),
+    (
+        "FANOUT_S3_PATH_STYLE",
+        "local S3 emulators only (shared/aws/src/lib.rs)",
+    ),
+];
+
+/// Both ways: every variable a function's code reads is set by the template (or is one of
+/// [`NOT_FROM_THE_TEMPLATE`]), and every variable the template sets is read by the code. A
+/// function's code is its crate (functions/<name>/src: every all-caps string literal there is an
+/// environment variable) and the `env::var` calls of the shared crates; the splitter also reads
+/// [`fanout_core::stack_defaults::VARS`] through `StackDefaults::from_vars`.
 #[test]
 fn functions_get_the_environment_the_code_reads() {
     let t = load_template();
-    // functions/{splitter,worker}/src/lib.rs (deps_from_env) read these.
-    for (id, vars) in [
-        ("SplitterFunction", &["QUEUE_URL", "TABLE_NAME"][..]),
-        (
-            "WorkerFunction",
-            &[
-                "TABLE_NAME",
-                "QUEUE_URL",
-                "FLEET_SIZE",
-                "SECRET_CACHE_SECONDS",
-                "KMS_KEY_ID",
-            ][..],
-        ),
+    let root = repo_root();
+    let mut shared = BTreeSet::new();
+    for file in rust_files(&root.join("shared")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Test modules come last in a file; what they read is not the function's.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for prefix in ["env::var(", "env::var_os("] {
+            shared.extend(env_names(code, Some(prefix)));
+        }
+    }
+    let allowed: BTreeSet<String> = NOT_FROM_THE_TEMPLATE
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(shared, allowed, "the shared crates' environment");
+    for (id, dir) in [
+        ("SplitterFunction", "splitter"),
+        ("WorkerFunction", "worker"),
     ] {
+        let mut reads = BTreeSet::new();
+        for file in rust_files(&root.join("functions").join(dir).join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            reads.extend(env_names(&text, None));
+            if text.contains("StackDefaults::from_vars") {
+                reads.extend(
+                    fanout_core::stack_defaults::VARS
+                        .iter()
+                        .map(|v| v.to_string()),
+                );
+            }
+        }
         let env = get(function_props(&t, id), &["Environment", "Variables"])
             .and_then(Value::as_mapping)
             .unwrap_or_else(|| panic!("{id}: Environment.Variables"));
-        for var in vars {
-            assert!(env.contains_key(*var), "{id} lacks {var}");
+        let set: BTreeSet<String> = env
+            .keys()
+            .map(|k| k.as_str().expect("a variable name").to_string())
+            .collect();
+        assert_eq!(
+            set, reads,
+            "{id}: the template's variables (left) against those functions/{dir}/src reads (right)"
+        );
+        for name in &allowed {
+            assert!(
+                !set.contains(name),
+                "{id} sets {name}, which is not the template's"
+            );
         }
+        // Lambda sets AWS_LAMBDA_LOG_LEVEL from this (with JSON logs, as the code writes).
+        let logging = get(function_props(&t, id), &["LoggingConfig"]).expect("LoggingConfig");
+        assert_eq!(
+            get(logging, &["LogFormat"]).and_then(Value::as_str),
+            Some("JSON"),
+            "{id}"
+        );
+        assert_eq!(
+            ref_name(get_raw(logging, &["ApplicationLogLevel"]).expect("ApplicationLogLevel"))
+                .as_deref(),
+            Some("LogLevel"),
+            "{id}"
+        );
     }
     let env = get(
         function_props(&t, "SplitterFunction"),

@@ -359,3 +359,62 @@ async fn failing_api_calls_are_kept_with_their_records() {
     assert_eq!(s["input_records"], (good.len() + bad.len()) as u64);
     assert_eq!(s["reconciled"], true);
 }
+
+/// The stack's defaults take effect (a deployed stack's ApiBaseUrl, RateLimitPerSecond,
+/// RateLimitBurst and ChunkBytes): `{{API_BASE_URL}}` becomes the stack's, and a pipeline that sets
+/// no rate limit and no chunk size runs at the stack's. Without them the job would run at the
+/// code's 5,000/s in one manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipeline_without_a_rate_runs_at_the_stack_default() {
+    const RECORDS: usize = 600;
+    const RATE: u32 = 100;
+    const BURST: u32 = 10;
+    let mut ts = stack("stack_defaults").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    ts.stack.defaults = fanout_core::stack_defaults::StackDefaults {
+        api_base_url: Some(api.base_url()),
+        rate_limit_per_sec: Some(RATE),
+        rate_limit_burst: Some(BURST),
+        chunk_bytes: Some(2_000),
+    };
+    let yaml = pipeline_yaml("csv", "{{API_BASE_URL}}", CSV_FIELDS, 1, "")
+        .replace("split: { chunk_bytes: 1 }\n", "");
+    assert!(
+        !yaml.contains("rate_limit") && !yaml.contains("chunk_bytes"),
+        "{yaml}"
+    );
+    let mut csv = String::from("id,name\n");
+    for i in 0..RECORDS {
+        csv.push_str(&format!("{i},n{i}\n"));
+    }
+    let event = ts.upload("defaults", &yaml, "in.csv", csv.as_bytes()).await;
+    let report = ts.run(event, 4).await;
+    let job = report.job.expect("a job");
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let summary = report.summary.expect("a summary");
+    assert_eq!(summary.succeeded, RECORDS as u64, "{summary:?}");
+    match &report.split[..] {
+        [SplitOutcome::Started { manifests, .. }] => {
+            assert_eq!(
+                *manifests as usize,
+                (csv.len() - "id,name\n".len()).div_ceil(2_000),
+                "ChunkBytes' size"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let stats = api.stats();
+    assert_eq!(stats.total_requests, RECORDS as u64, "{stats:?}");
+    // At RATE/s after a burst of BURST, the calls take at least (RECORDS - BURST) / RATE s.
+    let span = stats.windows_100ms.len() as f64 / 10.0;
+    let floor = (RECORDS - BURST as usize) as f64 / RATE as f64;
+    assert!(
+        span >= floor - 0.2,
+        "{span} s for {RECORDS} calls at {RATE}/s"
+    );
+    let peak = integration_tests::rates::max_one_second(&stats.windows_100ms);
+    assert!(
+        peak as f64 <= 1.1 * RATE as f64 + BURST as f64,
+        "{peak} calls in one second at {RATE}/s"
+    );
+}

@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::stack_defaults::{API_BASE_URL_PLACEHOLDER, StackDefaults};
 use crate::template::{self, BodyTemplate, Template};
 
 /// Declares one section of the config: the YAML mapping named `$section` and the struct it
@@ -604,6 +605,60 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 impl PipelineConfig {
     /// Parses and validates a config. `file` names it in errors (a path or an S3 URI).
     pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigErrors> {
+        Self::from_yaml_with(file, text, &StackDefaults::default())
+    }
+
+    /// Parses a config with the stack's defaults applied (its `{{API_BASE_URL}}` replaced, its
+    /// rate limit and chunk size where the config sets none), then validates the result.
+    pub fn from_yaml_with(
+        file: &str,
+        text: &str,
+        defaults: &StackDefaults,
+    ) -> Result<Self, ConfigErrors> {
+        let substituted;
+        let text = if text.contains(API_BASE_URL_PLACEHOLDER) {
+            let Some(base) = &defaults.api_base_url else {
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: file.to_string(),
+                    field: String::new(),
+                    message: format!(
+                        "{API_BASE_URL_PLACEHOLDER} is used, but no API base URL is set \
+                         (the stack's ApiBaseUrl parameter, API_BASE_URL)"
+                    ),
+                }]));
+            };
+            substituted = text.replace(API_BASE_URL_PLACEHOLDER, base);
+            substituted.as_str()
+        } else {
+            text
+        };
+        let mut config = Self::parse(file, text)?;
+        // Which keys the config sets: the typed parse has filled in the code's defaults.
+        let tree: serde_norway::Value = serde_norway::from_str(text).unwrap_or_default();
+        let set = |section: &str, key: &str| tree.get(section).and_then(|s| s.get(key)).is_some();
+        if let Some(r) = defaults
+            .rate_limit_per_sec
+            .filter(|_| !set("client", "rate_limit_per_sec"))
+        {
+            config.client.rate_limit_per_sec = r;
+        }
+        if let Some(b) = defaults
+            .rate_limit_burst
+            .filter(|_| !set("client", "rate_limit_burst"))
+        {
+            config.client.rate_limit_burst = b;
+        }
+        if let Some(c) = defaults
+            .chunk_bytes
+            .filter(|_| !set("split", "chunk_bytes"))
+        {
+            config.split.chunk_bytes = c;
+        }
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         let config: PipelineConfig = serde_norway::from_str(text).map_err(|e| {
             let location = e
                 .location()
@@ -619,7 +674,6 @@ impl PipelineConfig {
                 ),
             }
         })?;
-        config.validate(file)?;
         Ok(config)
     }
 
@@ -1209,5 +1263,59 @@ request:
     fn defaulted_key_set_to_null_is_still_a_type_error() {
         let e = error_of(&format!("{GOOD}client: {{ concurrency: ~ }}\n"));
         assert!(e.message.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn stack_defaults_fill_what_the_config_leaves_out() {
+        let defaults = StackDefaults {
+            api_base_url: Some("https://api.test/v1".into()),
+            rate_limit_per_sec: Some(100),
+            rate_limit_burst: Some(7),
+            chunk_bytes: Some(65_536),
+        };
+        let yaml = "input: {format: jsonl}\nrequest: {url: '{{API_BASE_URL}}/items/{id}'}\n";
+        let c = PipelineConfig::from_yaml_with("p.yaml", yaml, &defaults).unwrap();
+        let request = serde_json::to_string(&c.request).unwrap();
+        assert!(request.contains("https://api.test/v1/items/"), "{request}");
+        assert_eq!(
+            (
+                c.client.rate_limit_per_sec,
+                c.client.rate_limit_burst,
+                c.split.chunk_bytes
+            ),
+            (100, 7, 65_536)
+        );
+        // What the config sets wins.
+        let own =
+            format!("{yaml}client: {{rate_limit_per_sec: 40}}\nsplit: {{chunk_bytes: 1000}}\n");
+        let c = PipelineConfig::from_yaml_with("p.yaml", &own, &defaults).unwrap();
+        assert_eq!(
+            (
+                c.client.rate_limit_per_sec,
+                c.client.rate_limit_burst,
+                c.split.chunk_bytes
+            ),
+            (40, 7, 1000)
+        );
+        // Without stack defaults: the code's, and the placeholder is an error that says why.
+        let err = PipelineConfig::from_yaml("p.yaml", yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.yaml") && err.contains("ApiBaseUrl"),
+            "{err}"
+        );
+        let c = PipelineConfig::from_yaml("p.yaml", &own.replace("{{API_BASE_URL}}", "http://h"))
+            .unwrap();
+        assert_eq!(c.client.rate_limit_burst, 500);
+        // The result is validated after substitution: a base URL that makes the URL invalid.
+        let bad = StackDefaults {
+            api_base_url: Some("not a url".into()),
+            ..StackDefaults::default()
+        };
+        let err = PipelineConfig::from_yaml_with("p.yaml", yaml, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("request.url"), "{err}");
     }
 }

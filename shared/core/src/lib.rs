@@ -46,6 +46,7 @@ pub mod ranged_body;
 pub mod record;
 pub mod request;
 pub mod secret;
+pub mod stack_defaults;
 pub mod summary;
 pub mod template;
 pub mod tolerance;

@@ -1032,6 +1032,7 @@ impl Fakes {
             queue: self.queue.clone(),
             ledger: self.ledger.clone(),
             metrics: JobMetrics::new(self.metrics.clone(), DimensionSets::PipelineOnly),
+            defaults: Default::default(),
         }
     }
 

@@ -25,6 +25,9 @@ pub struct SplitterDeps {
     pub ledger: Arc<dyn JobLedger>,
     /// Where a job that fails at split time is counted.
     pub metrics: fanout_core::metrics::JobMetrics,
+    /// The stack's `{{API_BASE_URL}}`, and its rate limit and chunk size for pipelines that set
+    /// none; applied to each config before it is validated.
+    pub defaults: fanout_core::stack_defaults::StackDefaults,
 }
 
 /// What the splitter did with one S3 record.
@@ -133,7 +136,7 @@ pub async fn split_object(
         });
     }
 
-    let plan = match plan_job(bucket, key, pipeline, &head, &job_id, deps.store.as_ref()).await? {
+    let plan = match plan_job(bucket, key, pipeline, &head, &job_id, deps).await? {
         Ok(plan) => plan,
         Err(error) => {
             warn!(job_id, error, "job failed before splitting");
@@ -196,8 +199,9 @@ async fn plan_job(
     pipeline: &str,
     head: &ObjectHead,
     job_id: &str,
-    store: &dyn ObjectStore,
+    deps: &SplitterDeps,
 ) -> anyhow::Result<Result<Vec<Manifest>, String>> {
+    let store = deps.store.as_ref();
     let config_key = keys::pipeline_config(pipeline);
     let source = format!("s3://{bucket}/{config_key}");
     let Some(text) = store.get_small(bucket, &config_key).await? else {
@@ -207,8 +211,9 @@ async fn plan_job(
     };
     let config = match std::str::from_utf8(&text)
         .map_err(|e| format!("{source}: not UTF-8: {e}"))
-        .and_then(|t| PipelineConfig::from_yaml(&source, t).map_err(|e| e.to_string()))
-    {
+        .and_then(|t| {
+            PipelineConfig::from_yaml_with(&source, t, &deps.defaults).map_err(|e| e.to_string())
+        }) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
