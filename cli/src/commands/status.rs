@@ -1,7 +1,7 @@
 //! `fanout status [JOB]`: a job's live progress from the ledger, redrawn in the terminal until
 //! the job is final, or printed once as JSON lines (`--json`) for scripts.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -87,7 +87,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     // PACE_WINDOW (before that, since the job began) rather than between two refreshes.
     const PACE_WINDOW_MS: u64 = 30_000;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); jobs.len()];
-    let mut drawn_lines = 0;
+    let mut frames = Frames::new(std::io::stdout().is_terminal());
     loop {
         let mut text = String::new();
         let mut all_final = true;
@@ -104,17 +104,65 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             all_final &= p.status.is_final();
             text += &p.render_text();
         }
-        // Move back over the last frame and clear it, then draw the new one.
-        let mut out = std::io::stdout().lock();
-        if drawn_lines > 0 {
-            write!(out, "\x1b[{drawn_lines}A\x1b[J")?;
-        }
-        write!(out, "{text}")?;
-        out.flush()?;
-        drawn_lines = text.lines().count();
+        frames.draw(&mut std::io::stdout().lock(), &text)?;
         if all_final {
             return Ok(());
         }
         tokio::time::sleep(args.interval).await;
+    }
+}
+
+/// Writes the successive frames of `status`: on a terminal each one replaces the last (moving
+/// back over it and clearing it); elsewhere (a pipe, a file, a CI log) a frame is appended, as
+/// plain lines and only when it changed, so the output holds no terminal escapes.
+struct Frames {
+    terminal: bool,
+    drawn_lines: usize,
+    last: String,
+}
+
+impl Frames {
+    fn new(terminal: bool) -> Self {
+        Self {
+            terminal,
+            drawn_lines: 0,
+            last: String::new(),
+        }
+    }
+
+    fn draw(&mut self, out: &mut impl Write, text: &str) -> std::io::Result<()> {
+        if self.terminal {
+            if self.drawn_lines > 0 {
+                write!(out, "\x1b[{}A\x1b[J", self.drawn_lines)?;
+            }
+            write!(out, "{text}")?;
+            self.drawn_lines = text.lines().count();
+        } else if text != self.last {
+            write!(out, "{text}")?;
+            self.last = text.to_string();
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Frames;
+
+    #[test]
+    fn a_terminal_is_redrawn_and_a_pipe_gets_plain_changed_frames() {
+        let mut pipe = Vec::new();
+        let mut frames = Frames::new(false);
+        for text in ["job a 10%\n", "job a 10%\n", "job a 50%\n"] {
+            frames.draw(&mut pipe, text).unwrap();
+        }
+        assert_eq!(String::from_utf8(pipe).unwrap(), "job a 10%\njob a 50%\n");
+
+        let mut tty = Vec::new();
+        let mut frames = Frames::new(true);
+        for text in ["a\nb\n", "a\nc\n"] {
+            frames.draw(&mut tty, text).unwrap();
+        }
+        assert_eq!(String::from_utf8(tty).unwrap(), "a\nb\n\x1b[2A\x1b[Ja\nc\n");
     }
 }
