@@ -115,6 +115,30 @@ impl TestStack {
             .expect("local run")
     }
 
+    /// Creates the Secrets Manager secret `name` holding `value` in the local AWS.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        aws_sdk_secretsmanager::Client::new(&self.config)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateSecret {name}: {e:?}"));
+    }
+
+    /// The report's job completed, reconciled, with `records` succeeded.
+    pub fn assert_all_succeeded(report: &RunReport, records: u64) {
+        let job = report.job.as_ref().expect("a job");
+        assert_eq!(
+            job.status,
+            fanout_core::ledger::JobStatus::Completed,
+            "{job:?}"
+        );
+        let summary = report.summary.as_ref().expect("a summary");
+        assert!(summary.reconciled, "{summary:?}");
+        assert_eq!(summary.succeeded, records, "{summary:?}");
+    }
+
     /// The bytes of the object at `key` in the stack's bucket.
     pub async fn object(&self, key: &str) -> bytes::Bytes {
         self.s3()

@@ -23,17 +23,11 @@ fn csv() -> Vec<u8> {
 
 /// Stores `value` as a Secrets Manager secret; returns the YAML reference to it.
 async fn stored_secret(ts: &TestStack, name: &str, value: &str, json_key: Option<&str>) -> String {
-    let sm = aws_sdk_secretsmanager::Client::new(&ts.config);
     let string = match json_key {
         Some(k) => serde_json::json!({ k: value, "other": "x" }).to_string(),
         None => value.to_string(),
     };
-    sm.create_secret()
-        .name(name)
-        .secret_string(string)
-        .send()
-        .await
-        .expect("CreateSecret");
+    ts.put_secret(name, &string).await;
     match json_key {
         Some(k) => format!("{{secrets_manager: {name}, json_key: {k}}}"),
         None => format!("{{secrets_manager: {name}}}"),
@@ -81,11 +75,7 @@ async fn job_with(
     );
     let event = ts.upload(pipeline, &yaml, "in.csv", &csv()).await;
     let report = ts.run(event, 2).await;
-    let job = report.job.expect("a job");
-    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
-    let summary = report.summary.expect("a summary");
-    assert!(summary.reconciled, "{summary:?}");
-    assert_eq!(summary.succeeded, RECORDS as u64, "{summary:?}");
+    TestStack::assert_all_succeeded(&report, RECORDS as u64);
     let stats = api.stats();
     assert_eq!(stats.refused_auth, 0, "{stats:?}");
     assert_eq!(stats.accepted_auth, RECORDS as u64, "{stats:?}");

@@ -117,13 +117,7 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     let (url, authorized) = authenticated_api(TOKEN).await;
     // The token is in the local Secrets Manager; the pipeline names it (client.auth), and the
     // worker, wired as Lambda wires it, reads it through its secret source.
-    aws_sdk_secretsmanager::Client::new(&ts.config)
-        .create_secret()
-        .name("secrets-test/api-token")
-        .secret_string(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    ts.put_secret("secrets-test/api-token", TOKEN).await;
     let yaml = pipeline_yaml("csv", &url, CSV_FIELDS, 1000, "").replace(
         "max_attempts: 2 }",
         "max_attempts: 2, auth: {type: bearer, token: {secrets_manager: secrets-test/api-token}} }",
@@ -205,13 +199,8 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     })
     .await
     .unwrap();
-    aws_sdk_secretsmanager::Client::new(&ts.config)
-        .create_secret()
-        .name("secrets-test/oauth-client")
-        .secret_string(CLIENT_SECRET)
-        .send()
-        .await
-        .unwrap();
+    ts.put_secret("secrets-test/oauth-client", CLIENT_SECRET)
+        .await;
     let auth = format!(
         "max_attempts: 2, auth: {{type: oauth2, token_url: '{}/oauth2/token', \
          client_id: secrets-app, client_secret: {{secrets_manager: secrets-test/oauth-client}}}} }}",
