@@ -427,8 +427,13 @@ async fn run(
 ) -> anyhow::Result<()> {
     let yaml = std::fs::read_to_string(pipeline)
         .with_context(|| format!("reading {}", pipeline.display()))?;
-    // Fail fast on a bad config, with the local file's name in the message.
-    PipelineConfig::from_yaml(&pipeline.display().to_string(), &yaml)?;
+    // Fail fast on a bad config, with the local file's name in the message, checked with the
+    // stack's defaults as its splitter will.
+    PipelineConfig::from_yaml_with(
+        &pipeline.display().to_string(),
+        &yaml,
+        &stack.defaults.defaults()?,
+    )?;
     let name = name.unwrap_or_else(|| {
         pipeline
             .file_stem()

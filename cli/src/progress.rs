@@ -179,12 +179,10 @@ pub async fn read(
         .map(|h| h.size);
     let config_key = fanout_core::manifest::keys::pipeline_config(&job.pipeline);
     let rate_limit = match store.get_small(&job.bucket, &config_key).await {
-        Ok(Some(yaml)) => fanout_core::config::PipelineConfig::from_yaml(
-            &config_key,
-            &String::from_utf8_lossy(&yaml),
-        )
-        .ok()
-        .map(|c| f64::from(c.client.rate_limit_per_sec)),
+        Ok(Some(yaml)) => {
+            fanout_core::config::PipelineConfig::rate_limit_in(&String::from_utf8_lossy(&yaml))
+                .map(f64::from)
+        }
         _ => None,
     };
     Ok(JobProgress::of(

@@ -323,13 +323,9 @@ pub async fn gather(
         .ok()
         .flatten()
         .and_then(|yaml| {
-            fanout_core::config::PipelineConfig::from_yaml(
-                &config_key,
-                &String::from_utf8_lossy(&yaml),
-            )
-            .ok()
+            fanout_core::config::PipelineConfig::rate_limit_in(&String::from_utf8_lossy(&yaml))
         })
-        .map(|c| f64::from(c.client.rate_limit_per_sec));
+        .map(f64::from);
     Ok(ReportInput {
         summary,
         manifests: timings(ledger.manifests(job_id).await?, &finished),
