@@ -187,7 +187,10 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     // the logs and outputs, also through a revocation and the refresh it causes.
     const CLIENT_SECRET: &str = "cs-8d2e70-DO-NOT-LOG";
     let api = MockApi::start(MockConfig {
-        error_rate: 0.1,
+        // One attempt per record, 30% of answers 503 and a breaker that never judges: of the
+        // ~180 records sent, some fail and some succeed whatever the draw (no failure at all has
+        // odds 0.7^180, about 1e-28).
+        error_rate: 0.3,
         auth: MockAuth::OAuth2(mock_api::OAuth2Config {
             client_id: "secrets-app".into(),
             client_secret: CLIENT_SECRET.into(),
@@ -202,7 +205,7 @@ async fn the_api_credential_never_reaches_logs_or_outputs() {
     ts.put_secret("secrets-test/oauth-client", CLIENT_SECRET)
         .await;
     let auth = format!(
-        "max_attempts: 2, auth: {{type: oauth2, token_url: '{}/oauth2/token', \
+        "max_attempts: 1, breaker_min_calls: 1000000, auth: {{type: oauth2, token_url: '{}/oauth2/token', \
          client_id: secrets-app, client_secret: {{secrets_manager: secrets-test/oauth-client}}}} }}",
         api.base_url()
     );
