@@ -37,6 +37,8 @@ pub struct StackNames {
     pub table: String,
     /// The KMS key's alias (`alias/NAME`).
     pub key_alias: String,
+    /// The prefix the names derive from (empty for a stack named by its resources).
+    pub prefix: String,
 }
 
 impl StackNames {
@@ -47,7 +49,13 @@ impl StackNames {
             dlq: format!("{prefix}-manifests-dlq"),
             table: format!("{prefix}-ledger"),
             key_alias: format!("alias/{prefix}-key"),
+            prefix: prefix.to_string(),
         }
+    }
+
+    /// What messages call the local stack of this prefix.
+    pub fn label(&self) -> String {
+        format!("local stack {:?}", self.prefix)
     }
 }
 
@@ -63,6 +71,11 @@ pub struct Stack {
     /// What the stack sets for pipelines (a deployed stack's `ApiBaseUrl`, `RateLimitPerSecond`,
     /// `RateLimitBurst`, `ChunkBytes`): its splitter applies them to every config.
     pub defaults: fanout_core::stack_defaults::StackDefaults,
+    /// What messages call it: "stack NAME" or "local stack PREFIX".
+    pub label: String,
+    /// A stack deployed from template.yaml, as CloudFormation describes it; None for the local
+    /// stack that `fanout local up` makes.
+    pub deployed: Option<crate::deployed::Deployed>,
 }
 
 impl Stack {
@@ -85,11 +98,14 @@ impl Stack {
                 table: table.to_string(),
                 // Not used: the key is named by its id.
                 key_alias: String::new(),
+                prefix: String::new(),
             },
             queue_url: queue_url.to_string(),
             dlq_url: dlq_url.to_string(),
             kms_key_id: kms_key_id.map(str::to_string),
             defaults: Default::default(),
+            label: format!("the stack of bucket {bucket}"),
+            deployed: None,
         }
     }
 }
@@ -206,6 +222,69 @@ pub async fn ensure_stack(
         dlq_url,
         kms_key_id: Some(kms_key_id),
         defaults: Default::default(),
+        label: names.label(),
+        deployed: None,
+    })
+}
+
+/// The local stack of `names`, as `fanout local up` made it: found, never created. An operator
+/// command on a stack that is not there says so rather than making an empty one.
+pub async fn find_stack(
+    config: &aws_config::SdkConfig,
+    names: &StackNames,
+) -> anyhow::Result<Stack> {
+    let missing = |what: &str| {
+        format!(
+            "{}: no {what} (`fanout local up --prefix {}` creates the local stack; a deployed stack is named with --stack)",
+            names.label(),
+            names.prefix
+        )
+    };
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let url = |queue: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.get_queue_url()
+                .queue_name(&queue)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.queue_url)
+        }
+    };
+    let queue_url = url(names.queue.clone())
+        .await
+        .ok_or_else(|| anyhow::anyhow!(missing(&format!("queue {}", names.queue))))?;
+    let dlq_url = url(names.dlq.clone())
+        .await
+        .ok_or_else(|| anyhow::anyhow!(missing(&format!("queue {}", names.dlq))))?;
+    let ddb = aws_sdk_dynamodb::Client::new(config);
+    if ddb
+        .describe_table()
+        .table_name(&names.table)
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::bail!(missing(&format!("table {}", names.table)));
+    }
+    let kms = fanout_aws::kms_client(config);
+    let kms_key_id = kms
+        .describe_key()
+        .key_id(&names.key_alias)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.key_metadata)
+        .map(|m| m.key_id);
+    Ok(Stack {
+        names: names.clone(),
+        queue_url,
+        dlq_url,
+        kms_key_id,
+        defaults: Default::default(),
+        label: names.label(),
+        deployed: None,
     })
 }
 

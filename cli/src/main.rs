@@ -3,13 +3,17 @@
 mod commands {
     pub mod dashboard;
     pub mod generate;
+    pub mod pipeline;
     pub mod replay;
     pub mod report;
     pub mod secret;
+    pub mod stack;
     pub mod status;
+    pub mod submit;
 }
 
-use commands::{dashboard, generate, replay, report, secret, status};
+use commands::stack::StackSelector;
+use commands::{dashboard, generate, pipeline, replay, report, secret, status, submit};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,12 +63,8 @@ enum Command {
     Status {
         /// The job id; without it, the most recent jobs.
         job: Option<String>,
-        /// The ledger table (the stack's TABLE_NAME); defaults to the local stack's.
-        #[arg(long, env = "TABLE_NAME")]
-        table: Option<String>,
-        /// Local stack prefix, for the default table name.
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: StackSelector,
         /// Without JOB: how many of the most recent jobs.
         #[arg(long, default_value_t = 1)]
         last: usize,
@@ -79,12 +79,8 @@ enum Command {
     /// to a local file.
     Report {
         job: String,
-        /// The ledger table (the stack's TABLE_NAME); defaults to the local stack's.
-        #[arg(long, env = "TABLE_NAME")]
-        table: Option<String>,
-        /// Local stack prefix, for the default table name.
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: StackSelector,
         /// The local file (default: <JOB>_REPORT.html).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -95,9 +91,8 @@ enum Command {
         /// The SAM template whose DashboardBody is drawn.
         #[arg(long, default_value = "template.yaml")]
         template: PathBuf,
-        /// Stack prefix (the local stack's resource names).
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: StackSelector,
         /// Only this pipeline's custom metrics (adds the Pipeline dimension).
         #[arg(long)]
         pipeline: Option<String>,
@@ -108,12 +103,41 @@ enum Command {
         out: PathBuf,
     },
     /// Re-run a finished job's failures as a new attempt of the same job: its DLQ manifests,
-    /// then its failed/ records; a record that now succeeds replaces its failure, and the summary
-    /// is rewritten. (Against the local stack named by --prefix.)
+    /// then its failed/ records (with the config the job ran with), from this machine; a record
+    /// that now succeeds replaces its failure, and the summary is rewritten.
     Replay {
         job: String,
-        #[arg(long, default_value = "fanout")]
-        prefix: String,
+        #[command(flatten)]
+        stack: StackSelector,
+    },
+    /// The pipeline configs a stack holds (pipelines/NAME.yaml in its data bucket).
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Start a job on a deployed stack: upload FILE to input/PIPELINE/ (the stack's splitter
+    /// takes it from there) and print its job id; with --follow, show its progress until it is
+    /// final, then its summary. Exit status: 0 all records succeeded, 2 some failed (replay
+    /// them), 1 the job failed or could not be followed.
+    Submit {
+        file: PathBuf,
+        /// The pipeline (its config must be in the stack: `fanout pipeline put`).
+        #[arg(long)]
+        pipeline: String,
+        /// The object's name under input/PIPELINE/ (default: FILE's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the job until it is final.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: seconds between looks at the ledger.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// With --follow: give up following after this many seconds (the job goes on).
+        #[arg(long, default_value_t = 86_400)]
+        timeout_secs: u64,
+        #[command(flatten)]
+        stack: StackSelector,
     },
     /// Store an API credential for a pipeline config to reference: the value is read from stdin
     /// (piped, or typed at a hidden prompt), never from an argument, and never printed.
@@ -125,6 +149,32 @@ enum Command {
     Local {
         #[command(subcommand)]
         command: LocalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Check FILE as the stack's splitter will (with the stack's defaults), then store it as
+    /// pipelines/NAME.yaml.
+    Put {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        stack: StackSelector,
+    },
+    /// Every stored config, checked with the stack's defaults.
+    List {
+        /// One JSON line per pipeline.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        stack: StackSelector,
+    },
+    /// Print a stored config.
+    Get {
+        name: String,
+        #[command(flatten)]
+        stack: StackSelector,
     },
 }
 
@@ -292,47 +342,84 @@ async fn main() -> anyhow::Result<()> {
         } => generate::write(&out, records, matches!(format, Format::Jsonl)),
         Command::Status {
             job,
-            table,
-            prefix,
+            stack,
             last,
             json,
             interval,
         } => {
+            let config = fanout_aws::load_config().await;
             status::run(status::StatusArgs {
                 job,
-                table: table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table),
+                table: stack.resolve(&config).await?.names.table,
                 last,
                 json,
                 interval: Duration::from_secs_f64(interval.max(0.2)),
             })
             .await
         }
-        Command::Report {
-            job,
-            table,
-            prefix,
-            out,
-        } => {
-            let table = table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table);
-            report::run(&job, &table, out).await
+        Command::Report { job, stack, out } => {
+            let config = fanout_aws::load_config().await;
+            report::run(&job, &stack.resolve(&config).await?.names.table, out).await
         }
         Command::Dashboard {
             template,
-            prefix,
+            stack,
             pipeline,
             minutes,
             out,
         } => {
+            let config = fanout_aws::load_config().await;
             dashboard::run(dashboard::DashboardArgs {
                 template,
-                prefix,
+                stack: stack.resolve(&config).await?,
                 pipeline,
                 minutes,
                 out,
             })
             .await
         }
-        Command::Replay { job, prefix } => replay::run(&job, &prefix).await,
+        Command::Replay { job, stack } => {
+            let config = fanout_aws::load_config().await;
+            replay::run(&config, &stack.resolve(&config).await?, &job).await
+        }
+        Command::Pipeline { command } => {
+            let config = fanout_aws::load_config().await;
+            match command {
+                PipelineCommand::Put { name, file, stack } => {
+                    pipeline::put(&config, &stack.resolve(&config).await?, &name, &file).await
+                }
+                PipelineCommand::List { json, stack } => {
+                    pipeline::list(&config, &stack.resolve(&config).await?, json).await
+                }
+                PipelineCommand::Get { name, stack } => {
+                    pipeline::get(&config, &stack.resolve(&config).await?, &name).await
+                }
+            }
+        }
+        Command::Submit {
+            file,
+            pipeline,
+            name,
+            follow,
+            interval,
+            timeout_secs,
+            stack,
+        } => {
+            let config = fanout_aws::load_config().await;
+            let stack = stack.resolve(&config).await?;
+            let args = submit::SubmitArgs {
+                file,
+                pipeline,
+                name,
+                follow,
+                interval: Duration::from_secs_f64(interval.max(0.2)),
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            match submit::run(&config, &stack, &args).await? {
+                0 => Ok(()),
+                code => std::process::exit(code),
+            }
+        }
         Command::Secret { command } => match command {
             SecretCommand::Put {
                 name,

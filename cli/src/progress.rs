@@ -160,8 +160,8 @@ impl JobProgress {
     }
 }
 
-/// Reads a job's progress: the ledger's job record, the input's size and the pipeline's limit
-/// (both best effort: a missing input or config leaves them out).
+/// Reads a job's progress: the ledger's job record (with the limit of the config the job runs
+/// with) and the input's size (best effort: a missing input leaves it out).
 pub async fn read(
     job_id: &str,
     ledger: &dyn fanout_core::ports::JobLedger,
@@ -177,14 +177,10 @@ pub async fn read(
         .await
         .ok()
         .map(|h| h.size);
-    let config_key = fanout_core::manifest::keys::pipeline_config(&job.pipeline);
-    let rate_limit = match store.get_small(&job.bucket, &config_key).await {
-        Ok(Some(yaml)) => {
-            fanout_core::config::PipelineConfig::rate_limit_in(&String::from_utf8_lossy(&yaml))
-                .map(f64::from)
-        }
-        _ => None,
-    };
+    let rate_limit = job
+        .config
+        .as_ref()
+        .map(|c| f64::from(c.client.rate_limit_per_sec));
     Ok(JobProgress::of(
         &job,
         input_bytes,
@@ -220,6 +216,7 @@ mod tests {
             created_at_ms: 1_000_000,
             finished_at_ms: finished,
             error: None,
+            config: None,
         }
     }
 

@@ -317,15 +317,12 @@ pub async fn gather(
             }
         }
     }
-    let config_key = fanout_core::manifest::keys::pipeline_config(&job.pipeline);
-    let rate_limit_per_sec = get(s3, bucket, &config_key)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|yaml| {
-            fanout_core::config::PipelineConfig::rate_limit_in(&String::from_utf8_lossy(&yaml))
-        })
-        .map(f64::from);
+    // The rate the job ran with (its config as the splitter resolved it), not what the stored
+    // config says today.
+    let rate_limit_per_sec = job
+        .config
+        .as_ref()
+        .map(|c| f64::from(c.client.rate_limit_per_sec));
     Ok(ReportInput {
         summary,
         manifests: timings(ledger.manifests(job_id).await?, &finished),

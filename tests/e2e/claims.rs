@@ -125,6 +125,7 @@ async fn a_continued_manifest_adds_its_continuation_to_the_total_once() {
         created_at_ms: NOW,
         finished_at_ms: None,
         error: None,
+        config: None,
     };
     l.create_job(&job).await.unwrap();
     let parent = ManifestRecord {

@@ -391,6 +391,18 @@ async fn a_pipeline_without_a_rate_runs_at_the_stack_default() {
     let report = ts.run(event, 4).await;
     let job = report.job.expect("a job");
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    // The ledger (DynamoDB) holds the config the job ran with, defaults applied: what
+    // `fanout status`, `report` and `replay` read.
+    let config = job.config.as_ref().expect("the job's config");
+    assert_eq!(
+        (
+            config.client.rate_limit_per_sec,
+            config.client.rate_limit_burst,
+            config.split.chunk_bytes,
+            config.request.url.starts_with(&api.base_url())
+        ),
+        (RATE, BURST, 2_000, true)
+    );
     let summary = report.summary.expect("a summary");
     assert_eq!(summary.succeeded, RECORDS as u64, "{summary:?}");
     match &report.split[..] {

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use fanout_cli::dashboard;
-use fanout_cli::local::StackNames;
+use fanout_cli::local::Stack;
+use fanout_cli::{dashboard, deployed};
 
 pub struct DashboardArgs {
     pub template: PathBuf,
-    pub prefix: String,
+    pub stack: Stack,
     pub pipeline: Option<String>,
     pub minutes: u64,
     pub out: PathBuf,
@@ -19,20 +19,32 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let yaml = std::fs::read_to_string(&args.template)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.template.display()))?;
     let config = fanout_aws::load_config().await;
-    let names = StackNames::with_prefix(&args.prefix);
+    let names = &args.stack.names;
     let region = config
         .region()
         .map_or("us-east-1".to_string(), |r| r.to_string());
-    let subs = dashboard::substitutions(
-        &yaml,
-        &args.prefix,
-        &region,
-        &[
-            ("ManifestQueue.QueueName", &names.queue),
-            ("ManifestDeadLetterQueue.QueueName", &names.dlq),
-            ("LedgerTable", &names.table),
-        ],
-    )?;
+    // A deployed stack: its resources' physical names and the parameter values it was deployed
+    // with (the limit line is its RateLimitPerSecond, not the template's default). The local
+    // stack: the names its prefix gives.
+    let (stack_name, names): (String, Vec<(String, String)>) = match &args.stack.deployed {
+        Some(d) => (d.stack_name.clone(), deployed::dashboard_names(d)),
+        None => (
+            names.prefix.clone(),
+            vec![
+                ("ManifestQueue.QueueName".into(), names.queue.clone()),
+                (
+                    "ManifestDeadLetterQueue.QueueName".into(),
+                    names.dlq.clone(),
+                ),
+                ("LedgerTable".into(), names.table.clone()),
+            ],
+        ),
+    };
+    let names: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let subs = dashboard::substitutions(&yaml, &stack_name, &region, &names)?;
     let mut widgets = dashboard::widgets(&dashboard::dashboard_body(&yaml, &subs)?);
     if let Some(p) = &args.pipeline {
         dashboard::for_pipeline(&mut widgets, fanout_core::metrics::NAMESPACE, p);
@@ -51,10 +63,10 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let fetched = dashboard::fetch(&cw, widgets, start, end).await;
     let title = match &args.pipeline {
         Some(p) => format!(
-            "{} dashboard, pipeline {p}, last {} min",
-            args.prefix, args.minutes
+            "{stack_name} dashboard, pipeline {p}, last {} min",
+            args.minutes
         ),
-        None => format!("{} dashboard, last {} min", args.prefix, args.minutes),
+        None => format!("{stack_name} dashboard, last {} min", args.minutes),
     };
     std::fs::write(&args.out, dashboard::render(&title, &fetched))?;
     eprintln!("dashboard: {}", args.out.display());

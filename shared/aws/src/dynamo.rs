@@ -130,6 +130,10 @@ fn job_from_item(item: &Item) -> anyhow::Result<JobRecord> {
             .contains_key("finished_at_ms")
             .then(|| get_n(item, "finished_at_ms")),
         error: get_s(item, "error"),
+        config: get_s(item, "config")
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("the job's config attribute: {e}"))?,
     })
 }
 
@@ -175,6 +179,9 @@ impl JobLedger for DynamoLedger {
         }
         if let Some(v) = &job.version_id {
             item.insert("version_id".into(), s(v));
+        }
+        if let Some(c) = &job.config {
+            item.insert("config".into(), s(serde_json::to_string(c)?));
         }
         if let Some(e) = &job.error {
             item.insert("error".into(), s(e));

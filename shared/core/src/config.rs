@@ -658,20 +658,6 @@ impl PipelineConfig {
         Ok(config)
     }
 
-    /// The rate limit a stored config sets (the code's default when it sets none), for the
-    /// operator's views of a job; `None` when it does not parse. Its `{{API_BASE_URL}}` does not
-    /// matter here and is not required. A stack's default rate is not known to these readers
-    /// (the job's ledger record does not hold the rate it ran with).
-    pub fn rate_limit_in(text: &str) -> Option<u32> {
-        let base = StackDefaults {
-            api_base_url: Some("http://api.invalid".into()),
-            ..StackDefaults::default()
-        };
-        Self::from_yaml_with("", text, &base)
-            .ok()
-            .map(|c| c.client.rate_limit_per_sec)
-    }
-
     fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         let config: PipelineConfig = serde_norway::from_str(text).map_err(|e| {
             let location = e

@@ -87,6 +87,10 @@ pub struct JobRecord {
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     pub error: Option<String>,
+    /// The pipeline config as the splitter resolved it (the stack's defaults applied), which
+    /// every manifest of the job carries: what the job runs with, whatever happens to
+    /// `pipelines/<name>.yaml` afterwards. None for a job that failed before its config was read.
+    pub config: Option<Box<crate::config::PipelineConfig>>,
 }
 
 /// A processed manifest, recorded once.

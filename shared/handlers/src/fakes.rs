@@ -1077,5 +1077,6 @@ pub fn running_job(job_id: &str, bucket: &str, key: &str, pipeline: &str, total:
         created_at_ms: 0,
         finished_at_ms: None,
         error: None,
+        config: None,
     }
 }

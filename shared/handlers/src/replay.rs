@@ -144,11 +144,19 @@ pub async fn replay_failed(
         job.status.as_str()
     );
     let source = format!("s3://{bucket}/{}", keys::pipeline_config(&job.pipeline));
-    let text = store
-        .get_small(bucket, &keys::pipeline_config(&job.pipeline))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("{source}: pipeline config not found"))?;
-    let config = PipelineConfig::from_yaml(&source, std::str::from_utf8(&text)?)?;
+    // The config the job ran with, as its splitter resolved it (the stack's defaults applied),
+    // whatever has become of pipelines/<name>.yaml since. A job recorded without one (by an
+    // earlier version) falls back to the stored file.
+    let config = match job.config {
+        Some(config) => *config,
+        None => {
+            let text = store
+                .get_small(bucket, &keys::pipeline_config(&job.pipeline))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{source}: pipeline config not found"))?;
+            PipelineConfig::from_yaml(&source, std::str::from_utf8(&text)?)?
+        }
+    };
     let header = match config.input.format {
         InputFormat::Jsonl => None,
         InputFormat::Csv => {

@@ -279,3 +279,60 @@ async fn a_dead_letter_held_by_a_live_invocation_is_left_in_the_queue() {
         .unwrap_err();
     assert!(err.to_string().contains("is RUNNING"), "{err}");
 }
+
+/// Replay sends the failed records with the config the job ran with, as its splitter resolved
+/// it (here with the stack's base URL for `{{API_BASE_URL}}`), even after the stored config has
+/// changed: the failures are retried as they were made.
+#[tokio::test]
+async fn replay_uses_the_config_the_job_ran_with() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let fakes = Fakes::new().with_api(flaky(healthy.clone(), |_| false));
+    fakes.store.insert(
+        BUCKET,
+        "pipelines/p.yaml",
+        CONFIG.replace("http://h/x", "{{API_BASE_URL}}/x"),
+    );
+    fakes.store.insert(BUCKET, KEY, csv());
+    let deps = crate::splitter::SplitterDeps {
+        defaults: fanout_core::stack_defaults::StackDefaults {
+            api_base_url: Some("http://stack-api".into()),
+            ..Default::default()
+        },
+        ..fakes.splitter_deps()
+    };
+    let event = fakes::s3_event("ObjectCreated:Put", BUCKET, KEY, None);
+    let outcomes = splitter::handle_s3_event(event, &deps).await.unwrap();
+    let [SplitOutcome::Started { job_id, .. }] = &outcomes[..] else {
+        panic!("not started: {outcomes:?}")
+    };
+    let recorded = fakes
+        .ledger
+        .job(job_id)
+        .unwrap()
+        .config
+        .expect("config recorded");
+    assert_eq!(recorded.request.url, "http://stack-api/x/{id}");
+    let worker = fakes.worker_deps();
+    for m in &fakes.queue.manifests() {
+        worker::handle_manifest(m, &worker, None).await.unwrap();
+    }
+    let failed = fakes.ledger.job(job_id).unwrap().counts.failed;
+    assert!(failed > 0);
+
+    // The stored config changes (it would no longer even parse); the job's does not.
+    fakes
+        .store
+        .insert(BUCKET, "pipelines/p.yaml", "request: [not, a, config]");
+    healthy.store(true, Ordering::SeqCst);
+    let sent_before = fakes.api.urls().len();
+    let report = replay(job_id, BUCKET, &fakes.replay_deps()).await.unwrap();
+    assert_eq!((report.replayed, report.now_succeeded), (failed, failed));
+    let urls = fakes.api.urls();
+    assert!(
+        urls[sent_before..]
+            .iter()
+            .all(|u| u.starts_with("http://stack-api/x/")),
+        "{:?}",
+        &urls[sent_before..]
+    );
+}

@@ -126,6 +126,7 @@ pub async fn split_object(
         created_at_ms: now_ms(),
         finished_at_ms: None,
         error: None,
+        config: None,
     };
     if let Some(existing) = deps.ledger.get_job(&job_id).await?
         && existing.status != JobStatus::Splitting
@@ -137,7 +138,10 @@ pub async fn split_object(
     }
 
     let plan = match plan_job(bucket, key, pipeline, &head, &job_id, deps).await? {
-        Ok(plan) => plan,
+        Ok((config, plan)) => {
+            job.config = Some(Box::new(config));
+            plan
+        }
         Err(error) => {
             warn!(job_id, error, "job failed before splitting");
             job.status = JobStatus::Failed;
@@ -191,8 +195,9 @@ pub async fn split_object(
     })
 }
 
-/// Loads and checks the config, reads the header, and plans the manifests. The inner error is a
-/// job failure (the user's to fix); the outer one is an infrastructure error (to retry).
+/// Loads and checks the config, reads the header, and plans the manifests; returns them with the
+/// config as resolved. The inner error is a job failure (the user's to fix); the outer one is an
+/// infrastructure error (to retry).
 async fn plan_job(
     bucket: &str,
     key: &str,
@@ -200,7 +205,7 @@ async fn plan_job(
     head: &ObjectHead,
     job_id: &str,
     deps: &SplitterDeps,
-) -> anyhow::Result<Result<Vec<Manifest>, String>> {
+) -> anyhow::Result<Result<(PipelineConfig, Vec<Manifest>), String>> {
     let store = deps.store.as_ref();
     let config_key = keys::pipeline_config(pipeline);
     let source = format!("s3://{bucket}/{config_key}");
@@ -228,7 +233,7 @@ async fn plan_job(
     }
     let ranges = plan_ranges(data_start, head.size, config.split.chunk_bytes);
     let total = ranges.len() as u32;
-    Ok(Ok(ranges
+    let manifests = ranges
         .into_iter()
         .enumerate()
         .map(|(seq, range)| Manifest {
@@ -249,7 +254,8 @@ async fn plan_job(
             config_source: source.clone(),
             config: config.clone(),
         })
-        .collect()))
+        .collect();
+    Ok(Ok((config, manifests)))
 }
 
 /// Finds where data starts: after a UTF-8 BOM, and for CSV after the header row, which it parses.
