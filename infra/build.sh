@@ -25,7 +25,15 @@ if [ "$arch" = arm64 ]; then
 else
   "$repo/infra/setup.sh"
 fi
-step "sam build ($arch)" sam build "$@"
+# The local deploy (make test) runs its functions on jobs of a few thousand records: cargo's dev
+# profile (dependencies at opt-level 1, Cargo.toml) builds them in a fraction of the release
+# build's time, which was the largest phase of `make test`. SAM's debug mode drops cargo lambda's
+# --release and nothing else. The [default] environment (what `sam deploy` ships) and
+# `make test-infra` build release binaries.
+if [ "$config_env" = local ]; then
+  export SAM_BUILD_MODE=debug
+fi
+step "sam build ($arch${SAM_BUILD_MODE:+, $SAM_BUILD_MODE})" sam build "$@"
 # The ELF header's e_machine (bytes 18-19, little-endian) says what the binary runs on.
 python3 - "$arch" .aws-sam/build/SplitterFunction/bootstrap .aws-sam/build/WorkerFunction/bootstrap <<'PY'
 import struct, sys

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Runs a job on the stack that infra/deploy-local.sh deployed from template.yaml into the local AWS
-# (ministack), the way a job runs in AWS: this script uploads a config and an input, and the rest
-# is the stack's own doing. ministack runs the deployed functions, the bootstrap binaries that
-# `sam build` made, as processes of this machine behind its own Lambda runtime API (no Docker):
-# the bucket's notification invokes the splitter (asynchronously, with the EventInvokeConfig's
-# retries and on-failure queue), and the worker's SQS event source mapping polls the manifest
-# queue and invokes the worker (batch size, ReportBatchItemFailures, maximum concurrency as
-# deployed). The script waits for the job to be final in the ledger and checks that every record is
-# accounted for, in the summary and in the output. Nothing else consumes the queue or invokes the
-# functions, so there is no race to lose.
-#   infra/job-on-deployed.sh RESOURCES_JSON   (written by infra/test_deployed.py --resources-out)
-# Run it under scripts/with-stack.sh, after the deploy, as infra/deploy-local.sh does.
+# Operates the stack that infra/deploy-local.sh deployed from template.yaml into the local AWS
+# (ministack) the way a user operates one in AWS: with the `fanout` CLI, naming the stack
+# (FANOUT_STACK), never its resources. A pipeline config is stored (`pipeline put`, checked with
+# the stack's defaults, read back with `list` and `get`), a file is submitted and followed to its
+# end (`submit --follow`), and the rest is the stack's own doing: ministack runs the deployed
+# functions, the bootstrap binaries that `sam build` made, as processes of this machine behind its
+# own Lambda runtime API (no Docker); the bucket's notification invokes the splitter, and the
+# worker's SQS event source mapping polls the manifest queue and invokes the worker (batch size,
+# ReportBatchItemFailures, maximum concurrency as deployed). The API (the mock, at the stack's
+# ApiBaseUrl) fails 5% of calls and the pipeline allows one attempt, so the job ends with failed
+# records: `replay` sends them again once the API is healthy, and `status`, `report` and
+# `dashboard` show the result. The pipeline sets neither a rate nor a chunk size, so the stack's
+# RateLimitPerSecond and ChunkBytes apply: the mock's per-100 ms counts show the rate.
+#   FANOUT_DEPLOYED_API=URL infra/job-on-deployed.sh RESOURCES_JSON
+# (RESOURCES_JSON from infra/test_deployed.py --resources-out; URL the mock API's, which is the
+# stack's ApiBaseUrl). Run it under scripts/with-stack.sh, after the deploy, as
+# infra/deploy-local.sh does.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo"
 use_local_aws
-resources=${1:?usage: infra/job-on-deployed.sh RESOURCES_JSON}
+resources=${1:?usage: FANOUT_DEPLOYED_API=URL infra/job-on-deployed.sh RESOURCES_JSON}
+api=${FANOUT_DEPLOYED_API:?the mock API's URL, the stack's ApiBaseUrl}
+FANOUT_STACK=$(python3 -c 'import tomllib; print(tomllib.load(open("samconfig.toml","rb"))["local"]["global"]["parameters"]["stack_name"])')
+export FANOUT_STACK
 
 # One thing a deployed stack in AWS does not need, and ministack 1.5.33 does: the event source
 # mapping's maximum concurrency as a number. CloudFormation resolves the parameter it comes from to
@@ -36,41 +44,56 @@ lam.update_event_source_mapping(UUID=mapping["UUID"], ScalingConfig=scaling)
 print(f"event source mapping {scaling}", file=sys.stderr)
 PY
 
-# The workspace's build: the input generator and the mock API (a no-op after `make test`'s compile
-# phase; a `cargo build -p fanout -p mock-api` would select other features and compile much of it
-# again). The functions themselves are the deployed `sam build` binaries.
-cargo build --workspace --all-targets --locked -q
-bin=target/debug
-records=20000
+fanout=target/debug/fanout
+records=3000
 input=.local/deployed-job-$records.csv
-[ -f "$input" ] || $bin/fanout generate --records "$records" --format csv --out "$input"
+[ -f "$input" ] || $fanout generate --records "$records" --format csv --out "$input"
 
-api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# 2% of calls answer 503 once in a while: the retries must absorb them.
-$bin/mock-api --bind "127.0.0.1:$api_port" --latency-ms 1-5 --error-rate 0.02 >.local/deployed-mock-api.log 2>&1 &
-api_pid=$!
-trap 'kill $api_pid 2>/dev/null; wait $api_pid 2>/dev/null || true' EXIT INT TERM
-for _ in $(seq 1 50); do grep -q listening .local/deployed-mock-api.log && break; sleep 0.1; done
+# The demo pipeline without its rate, burst and chunk size (the stack's apply), with one attempt
+# per call (the mock's 503s become failed records) and a limit name of its own.
+pipeline=.local/deployed.yaml
+python3 - pipelines/demo.yaml "$pipeline" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+text = re.sub(r"(?m)^\s*(rate_limit_per_sec|rate_limit_burst|chunk_bytes):.*\n", "", text)
+text = re.sub(r"(?m)^(\s*)max_attempts:.*$", r"\1max_attempts: 1", text)
+text = re.sub(r"(?m)^(\s*)rate_limit_name:.*$", r"\1rate_limit_name: deployed", text)
+assert "{{API_BASE_URL}}" in text and "rate_limit_per_sec" not in text and "chunk_bytes" not in text
+open(sys.argv[2], "w").write(text)
+PY
 
-# The demo pipeline with 64 KiB manifests, so the job has several.
-pipeline=.local/deployed-job.yaml
-sed -e "s|{{API_BASE_URL}}|http://127.0.0.1:$api_port|" -e 's|chunk_bytes: .*|chunk_bytes: 65536|' \
-  -e 's|max_attempts: .*|max_attempts: 6|' pipelines/demo.yaml >"$pipeline"
-# A config the splitter would refuse fails here, with the reason, rather than as a failed job.
-$bin/fanout validate "$pipeline" >/dev/null
+step "pipeline put" $fanout pipeline put deployed "$pipeline"
+$fanout pipeline list | tee .local/deployed-pipelines.txt
+grep -q "^deployed: .*at 150/s" .local/deployed-pipelines.txt \
+  || { echo "pipeline list: no deployed pipeline at the stack's 150/s" >&2; exit 1; }
+$fanout pipeline get deployed | cmp - "$pipeline" || { echo "pipeline get differs from what was put" >&2; exit 1; }
 
-python - "$resources" "$pipeline" "$input" "$records" <<'PY'
-import json, sys, time
+# Submitted and followed: exit status 2 when the job completed with failed records.
+set +e
+$fanout submit "$input" --pipeline deployed --follow --timeout-secs 600 >.local/deployed-submit.out
+rc=$?
+set -e
+job=$(head -n 1 .local/deployed-submit.out)
+echo "submit --follow: exit status $rc, job $job" >&2
+[ "$rc" = 2 ] || { cat .local/deployed-submit.out >&2; echo "submit --follow: exit status $rc, expected 2 (completed with failed records)" >&2; exit 1; }
+
+# The API is healthy again: the failures succeed on replay.
+curl -fsS -X PATCH -d '{"error_rate": 0.0}' "$api/_mock/config" >/dev/null
+step "replay" $fanout replay "$job" | tee .local/deployed-replay.json
+$fanout status "$job" --json >.local/deployed-status.json
+step "report" $fanout report "$job" --out .local/deployed-report.html
+step "dashboard" $fanout dashboard --minutes 30 --out .local/deployed-dashboard.html
+
+python - "$resources" "$job" "$records" "$api" "$FANOUT_STACK" <<'PY'
+import json, sys, urllib.request
 import boto3
 
 r = json.load(open(sys.argv[1]))
-pipeline, input_path, records = sys.argv[2], sys.argv[3], int(sys.argv[4])
-s3, ddb, sqs = boto3.client("s3"), boto3.client("dynamodb"), boto3.client("sqs")
-lam, logs = boto3.client("lambda"), boto3.client("logs")
-bucket, name = r["bucket"], "deployed"
-# A manifest whose invocation was lost is delivered again after the queue's visibility timeout
-# (6 x the 60 s worker timeout); a job not final well after that is stuck. (It takes seconds.)
-limit_s = 600
+job_id, records, api, stack = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+rate, burst = 150, 15  # samconfig.toml [local.deploy] RateLimitPerSecond, RateLimitBurst
+s3, lam, logs = boto3.client("s3"), boto3.client("lambda"), boto3.client("logs")
+bucket = r["bucket"]
+problems = []
 
 
 def log_events(function):
@@ -79,60 +102,25 @@ def log_events(function):
     return [e["message"] for page in pages for e in page["events"]]
 
 
-def fail(why):
-    for function in (r["splitter_function"], r["worker_function"]):
-        lines = log_events(function)
-        print(f"--- {function}: last of {len(lines)} log lines", file=sys.stderr)
-        print("\n".join(line[:400] for line in lines[-15:]), file=sys.stderr)
-    sys.exit(f"job on the deployed stack: {why}")
-
-
-def waiting(url):
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-
-
-s3.put_object(Bucket=bucket, Key=f"pipelines/{name}.yaml", Body=open(pipeline, "rb").read())
-key = f"input/{name}/{input_path.rsplit('/', 1)[-1]}"
-started = time.time()
-with open(input_path, "rb") as f:
-    version = s3.put_object(Bucket=bucket, Key=key, Body=f)["VersionId"]
-print(f"uploaded s3://{bucket}/{key} (version {version}): the stack takes it from here", file=sys.stderr)
-
-job = None
-while True:
-    items = ddb.scan(TableName=r["table"], FilterExpression="sk = :job AND object_key = :key AND version_id = :v",
-                     ExpressionAttributeValues={":job": {"S": "JOB"}, ":key": {"S": key}, ":v": {"S": version}},
-                     ConsistentRead=True)["Items"]
-    job = items[0] if items else None
-    if job and job["status"]["S"] in ("COMPLETED", "FAILED"):
-        break
-    # The splitter's failures go to its on-failure queue after Lambda's retries; a manifest that
-    # failed five times goes to the DLQ: either way the job cannot complete.
-    if waiting(r["splitter_failure_queue_url"]):
-        fail("the splitter failed (its event is in the splitter failure queue)")
-    if waiting(r["dlq_url"]):
-        fail("a manifest went to the dead-letter queue")
-    if time.time() - started > limit_s:
-        fail(f"not final after {limit_s} s: {json.dumps(job) if job else 'no job in the ledger'}")
-    time.sleep(0.5)
-wall = time.time() - started
-
-job_id = job["job_id"]["S"]
+submitted = [json.loads(line) for line in open(".local/deployed-submit.out").read().splitlines()[1:] if line]
+first = submitted[-1] if submitted else {}
+if not (first.get("status") == "COMPLETED" and first.get("input_records") == records and first.get("failed", 0) > 0
+        and first.get("reconciled")):
+    problems.append(f"submit's summary: {first}")
+replayed = json.load(open(".local/deployed-replay.json"))
+if replayed.get("replayed") != first.get("failed") or replayed.get("now_succeeded") != first.get("failed"):
+    problems.append(f"replay {replayed} for {first.get('failed')} failed records")
+status = json.loads(open(".local/deployed-status.json").read().splitlines()[0])
+if (status.get("status"), status.get("records"), status.get("succeeded"), status.get("failed")) != ("COMPLETED", records, records, 0):
+    problems.append(f"status after the replay: {status}")
+if status.get("rate_limit_per_sec") != rate:
+    problems.append(f"status shows the limit {status.get('rate_limit_per_sec')}, the job ran at the stack's {rate}")
 summary = json.loads(s3.get_object(Bucket=bucket, Key=f"results/{job_id}/_SUMMARY.json")["Body"].read())
-problems = []
-if summary.get("status") != "COMPLETED":
-    problems.append(f"status {summary.get('status')} ({summary.get('error')})")
-if summary.get("input_records") != records:
-    problems.append(f"input_records {summary.get('input_records')} != {records}")
-if summary.get("succeeded") != records:
-    problems.append(f"succeeded {summary.get('succeeded')} != {records}")
-if not summary.get("reconciled"):
-    problems.append("not reconciled")
+if (summary.get("succeeded"), summary.get("failed"), summary.get("reconciled")) != (records, 0, True):
+    problems.append(f"summary after the replay: {summary}")
 if summary.get("manifests", 0) < 2:
-    problems.append(f"only {summary.get('manifests')} manifest(s)")
-# The output agrees with the ledger's counts: one result line per record (offsets unique), and
-# nothing under failed/ or rejected/.
+    problems.append(f"only {summary.get('manifests')} manifest(s) of ChunkBytes")
+# One result line per record (offsets unique), and nothing left under failed/ or rejected/.
 offsets = []
 for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"results/{job_id}/part-"):
     for obj in page.get("Contents", []):
@@ -142,17 +130,44 @@ if len(offsets) != records or len(set(offsets)) != records:
     problems.append(f"{len(offsets)} result lines, {len(set(offsets))} distinct offsets, for {records} records")
 for prefix in ("failed", "rejected"):
     if s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{job_id}/").get("KeyCount"):
-        problems.append(f"objects under {prefix}/{job_id}/")
+        problems.append(f"objects under {prefix}/{job_id}/ after the replay")
+if not s3.list_objects_v2(Bucket=bucket, Prefix=f"results/{job_id}/_REPORT.html").get("KeyCount"):
+    problems.append("no _REPORT.html in the job's results")
+if job_id not in open(".local/deployed-report.html").read():
+    problems.append("the local report does not name the job")
+dashboard = open(".local/deployed-dashboard.html").read()
+if f"{stack} dashboard" not in dashboard:
+    problems.append("the dashboard does not name the stack")
+# The stack's RateLimitPerSecond at the API: no second above 1.1 x the rate plus the burst, and
+# the calls spread over at least the time the rate allows (the code's default, 5,000/s, would
+# have sent them in about a second).
+stats = json.load(urllib.request.urlopen(f"{api}/_mock/stats"))
+windows = stats["windows_100ms"]
+peak = max(sum(windows[i:i + 10]) for i in range(max(1, len(windows) - 9)))
+calls = stats["total_requests"]
+job_calls = records + replayed.get("replayed", 0)
+span = len(windows) / 10
+floor = (records - burst) / rate
+if calls != job_calls:
+    problems.append(f"the mock saw {calls} calls, the job and its replay made {job_calls}")
+if peak > 1.1 * rate + burst:
+    problems.append(f"{peak} calls in one second at the stack's {rate}/s")
+if span < floor:
+    problems.append(f"{calls} calls in {span} s: faster than {rate}/s")
 # The deployed functions did the work: their invocations are in their log groups.
 invocations = {f: sum(line.startswith("REPORT RequestId") for line in log_events(f))
                for f in (r["splitter_function"], r["worker_function"])}
 if invocations[r["splitter_function"]] < 1 or invocations[r["worker_function"]] < summary.get("manifests", 0):
     problems.append(f"invocations {invocations} for {summary.get('manifests')} manifests")
-print(json.dumps({k: summary.get(k) for k in ("job_id", "status", "input_records", "succeeded", "failed", "rejected",
-                                              "manifests", "reconciled")} | {"invocations": invocations,
-                                                                             "wall_seconds": round(wall, 2)}))
+print(json.dumps({"job_id": job_id, "records": records, "failed_then_replayed": replayed.get("replayed"),
+                  "manifests": summary.get("manifests"), "api_calls": calls, "peak_calls_per_second": peak,
+                  "seconds_of_calls": span, "stack_rate": rate, "invocations": invocations}))
 if problems:
-    fail("; ".join(problems))
-print(f"job on the deployed stack: {records} records, {summary['manifests']} manifests, all succeeded, reconciled,"
-      f" by the deployed functions in {wall:.1f} s")
+    for function in (r["splitter_function"], r["worker_function"]):
+        lines = log_events(function)
+        print(f"--- {function}: last of {len(lines)} log lines", file=sys.stderr)
+        print("\n".join(line[:400] for line in lines[-15:]), file=sys.stderr)
+    sys.exit("jobs on the deployed stack: " + "; ".join(problems))
+print(f"the deployed stack, operated by the CLI: {records} records at the stack's {rate}/s, "
+      f"{replayed.get('replayed')} failures replayed, all succeeded, reconciled")
 PY

@@ -77,12 +77,14 @@ fn sample_token_requests(
     })
 }
 
-/// 20 containers, tokens that live 60 s, a job of more than three lifetimes: the token endpoint
+/// 20 containers, tokens that live 60 s, a job of more than two lifetimes: the token endpoint
 /// sees at most 2 requests in any 60 s, every call is accepted (no token expires in use), and the
 /// refreshes did happen (one token per lifetime, not one per container).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_containers_share_one_token_per_lifetime() {
-    const RECORDS: usize = 8_600;
+    // 6,000 records at 45/s: about 133 s, two lifetimes and a bit (the longest test of the
+    // suite; the unit tests in shared/client/src/oauth2.rs run five lifetimes in paused time).
+    const RECORDS: usize = 6_000;
     const RATE: u32 = 45;
     let ts = stack("oauth_fleet").await;
     let api = oauth_api(60).await;
@@ -97,7 +99,7 @@ async fn twenty_containers_share_one_token_per_lifetime() {
     let stats = api.stats();
     assert_eq!(stats.refused_auth, 0, "{stats:?}");
     assert_eq!(stats.accepted_auth, RECORDS as u64, "{stats:?}");
-    assert!(report.wall_seconds > 180.0, "{} s", report.wall_seconds);
+    assert!(report.wall_seconds > 120.0, "{} s", report.wall_seconds);
 
     for (i, &(t, before)) in samples.iter().enumerate() {
         let within = samples[i..]

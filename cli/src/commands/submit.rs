@@ -122,7 +122,8 @@ async fn follow(
     )?);
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
-    let mut last_line = String::new();
+    // What a plain line is printed for: the counts, not the pace that moves between them.
+    let mut last_seen = None;
     let job = loop {
         let job = ledger.get_job(job_id).await?;
         let line = match &job {
@@ -143,10 +144,21 @@ async fn follow(
         }
         bar.set_message(line.clone());
         // Not a terminal (a pipe, a CI log): a plain line when something changed.
-        if !terminal && line != last_line {
+        let seen = (
+            job.as_ref().map(|j| {
+                (
+                    j.status,
+                    j.manifests_done,
+                    j.counts.records,
+                    j.counts.failed,
+                )
+            }),
+            job.is_none() && started.elapsed() >= SPLITTER_PATIENCE,
+        );
+        if !terminal && last_seen != Some(seen) {
             eprintln!("{job_id}: {line}");
         }
-        last_line = line;
+        last_seen = Some(seen);
         match job {
             Some(job) if job.status.is_final() => break job,
             _ => {}
