@@ -48,11 +48,11 @@ async fn status_json_prints_the_summary_totals() {
         .await;
     let summary = serde_json::to_value(ts.run(event, 2).await.summary.expect("a summary")).unwrap();
     let job = summary["job_id"].as_str().unwrap();
-    let table = ts.stack.names.table.as_str();
+    let prefix = ts.stack.names.prefix.as_str();
 
-    let by_id = status_json(&[job, "--table", table]);
-    // Without a job id: the most recent job of the table, which is this one.
-    let latest = status_json(&["--table", table, "--last", "1"]);
+    let by_id = status_json(&[job, "--prefix", prefix]);
+    // Without a job id: the most recent job of the stack's table, which is this one.
+    let latest = status_json(&["--prefix", prefix, "--last", "1"]);
     for lines in [by_id, latest] {
         assert_eq!(lines.len(), 1);
         let s = &lines[0];
@@ -71,4 +71,41 @@ async fn status_json_prints_the_summary_totals() {
         assert_eq!(s["manifests_done"], summary["manifests"]);
         assert_eq!(s["manifests_total"], summary["manifests"]);
     }
+}
+
+/// An operator command names the stack it cannot find, says how one is made, and makes none.
+#[tokio::test]
+async fn an_operator_command_on_a_missing_stack_creates_nothing() {
+    let prefix = format!("absent-{}", std::process::id());
+    for args in [
+        vec!["status", "--prefix", &prefix],
+        vec!["replay", "j-0", "--prefix", &prefix],
+        vec!["pipeline", "list", "--prefix", &prefix],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(&args)
+            .output()
+            .expect("run fanout");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(&format!("local stack \"{prefix}\"")) && err.contains("fanout local up"),
+            "{args:?}: {err}"
+        );
+    }
+    let config = fanout_aws::load_config().await;
+    let queues = aws_sdk_sqs::Client::new(&config)
+        .list_queues()
+        .queue_name_prefix(&prefix)
+        .send()
+        .await
+        .unwrap();
+    assert!(queues.queue_urls().is_empty(), "{queues:?}");
+    let err = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["status", "--stack", "no-such-stack"])
+        .output()
+        .expect("run fanout");
+    assert!(!err.status.success());
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("stack no-such-stack"), "{err}");
 }
