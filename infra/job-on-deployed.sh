@@ -138,6 +138,10 @@ if job_id not in open(".local/deployed-report.html").read():
 dashboard = open(".local/deployed-dashboard.html").read()
 if f"{stack} dashboard" not in dashboard:
     problems.append("the dashboard does not name the stack")
+# Drawn with the stack's own parameters and resource names: its limit line is the deployed
+# RateLimitPerSecond (not the template's default), and no name was left unresolved.
+if f"Rate limit {rate}/s" not in dashboard or "unknown" in dashboard:
+    problems.append("the dashboard is not drawn with the stack's parameters and names")
 # The stack's RateLimitPerSecond at the API: no second above 1.1 x the rate plus the burst, and
 # the calls spread over at least the time the rate allows (the code's default, 5,000/s, would
 # have sent them in about a second).
