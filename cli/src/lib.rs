@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | [`local`] | the local stack (queues, table, bucket on the local AWS) and the local runner: the splitter invoked with an S3 event, simulated worker containers polling SQS as Lambda's event source mapping does |
 //! | [`deployed`] | a stack deployed from template.yaml, found by name (`--stack`): its resources and pipeline defaults from CloudFormation |
+//! | [`plan`] | the capacity and cost model of `fanout plan` (pricing table in `cli/pricing/`) |
 //! | [`progress`] | a job's progress from the ledger (`fanout status`) |
 //! | [`report`] | the HTML job report (`fanout report`) |
 //! | [`dashboard`] | the template's dashboard drawn from GetMetricData (`fanout dashboard`) |
@@ -16,5 +17,6 @@ pub mod charts;
 pub mod dashboard;
 pub mod deployed;
 pub mod local;
+pub mod plan;
 pub mod progress;
 pub mod report;

@@ -4,6 +4,7 @@ mod commands {
     pub mod dashboard;
     pub mod generate;
     pub mod pipeline;
+    pub mod plan;
     pub mod replay;
     pub mod report;
     pub mod secret;
@@ -13,7 +14,7 @@ mod commands {
 }
 
 use commands::stack::StackSelector;
-use commands::{dashboard, generate, pipeline, replay, report, secret, status, submit};
+use commands::{dashboard, generate, pipeline, plan, replay, report, secret, status, submit};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,6 +140,9 @@ enum Command {
         #[command(flatten)]
         stack: StackSelector,
     },
+    /// Plan a job before running it: the containers it takes to reach the rate limit, its
+    /// manifests, its duration, its AWS requests and cost (beside AWS Glue's for the same job).
+    Plan(Box<plan::PlanArgs>),
     /// Store an API credential for a pipeline config to reference: the value is read from stdin
     /// (piped, or typed at a hidden prompt), never from an argument, and never printed.
     Secret {
@@ -382,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
             let config = fanout_aws::load_config().await;
             replay::run(&config, &stack.resolve(&config).await?, &job).await
         }
+        Command::Plan(args) => plan::run(&args).await,
         Command::Pipeline { command } => {
             let config = fanout_aws::load_config().await;
             match command {
