@@ -203,18 +203,32 @@ pub trait ManifestClaims: Send + Sync {
     async fn release(&self, job_id: &str, unit: &str, holder: &str) -> anyhow::Result<()>;
 }
 
+/// What a lease of a rate-limit window was granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowGrant {
+    /// The window's counter after the addition: the lease's tokens are
+    /// `[granted_after - n, min(granted_after, cap))`.
+    pub granted_after: u64,
+    /// The window's capacity, as its first lease fixed it: every container spaces and clips
+    /// this window's tokens by it, whatever rate it believes in (during a rate change, two
+    /// containers may differ).
+    pub cap: u64,
+}
+
 /// The shared counter behind the fleet's rate limit (DynamoDB in production).
 #[async_trait]
 pub trait TokenLeaser: Send + Sync {
-    /// Adds `n` to window `window`'s counter unless it has reached `cap` already; returns the
-    /// counter after the addition, or None when the window was full. One conditional write.
+    /// Adds `n` to window `window`'s counter unless it has reached the window's capacity
+    /// already; returns the counter after the addition with that capacity, or None when the
+    /// window was full. The first lease of a window fixes its capacity to `cap` (the rate the
+    /// caller believes in); later leases' `cap` is ignored. One conditional write.
     async fn lease(
         &self,
         limit: &str,
         window: u64,
         n: u64,
         cap: u64,
-    ) -> anyhow::Result<Option<u64>>;
+    ) -> anyhow::Result<Option<WindowGrant>>;
 }
 
 /// Where a circuit breaker's open state is shared. Implementations only store; the breaker

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{WindowPlan, lease_size};
+use super::{WINDOW, WindowCounter, WindowPlan, lease_size};
 
-pub use fanout_core::ports::TokenLeaser;
+pub use fanout_core::ports::{TokenLeaser, WindowGrant};
 
 /// Wall-clock microseconds since the epoch: windows are numbered by it across the fleet.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -118,16 +118,22 @@ impl FleetTokenSource {
     /// Leases from the current window or the next one with room. Each attempt is one write; a
     /// full window moves on to the next, so this never retries the same item.
     async fn refill(&self, state: &mut State, now_us: u64) -> anyhow::Result<()> {
-        let cap = self.plan.capacity();
         let mut window = state.next_window.max(self.plan.window_of(now_us / 1000));
         loop {
             self.stats.lease_writes.fetch_add(1, Ordering::Relaxed);
             let granted = self
                 .leaser
-                .lease(&self.config.name, window, self.lease_n, cap)
+                .lease(
+                    &self.config.name,
+                    window,
+                    self.lease_n,
+                    self.plan.capacity(),
+                )
                 .await?;
-            if let Some(after) = granted {
-                let lease = self.plan.lease_from_counter(window, after, self.lease_n);
+            if let Some(grant) = granted {
+                // Spaced and clipped by the window's stored cap, which a container believing
+                // in another rate may have fixed.
+                let lease = self.plan.lease_from_grant(window, grant, self.lease_n);
                 if !lease.is_empty() {
                     self.stats.leases.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -138,7 +144,8 @@ impl FleetTokenSource {
                     // burst the API never saw coming. Only tokens that turn late after the
                     // request (its latency, a busy container) may be spent late, within the
                     // burst allowance.
-                    let slots = (lease.first..lease.end).map(|i| self.plan.slot_time_us(window, i));
+                    let slots = (lease.first..lease.end)
+                        .map(|i| self.plan.slot_time_us(window, i, lease.cap));
                     let before = state.slots.len();
                     state.slots.extend(slots.filter(|&t| t >= now_us));
                     let unused = lease.len() - (state.slots.len() - before) as u64;
@@ -146,7 +153,11 @@ impl FleetTokenSource {
                         .tokens_dropped
                         .fetch_add(unused, Ordering::Relaxed);
                     // A clipped lease means the window is now full.
-                    state.next_window = if lease.end >= cap { window + 1 } else { window };
+                    state.next_window = if lease.end >= lease.cap {
+                        window + 1
+                    } else {
+                        window
+                    };
                     return Ok(());
                 }
             }
@@ -178,7 +189,7 @@ impl FleetLimits {
             leaser,
             clock,
             fleet_size,
-            window: Duration::from_secs(1),
+            window: WINDOW,
             sources: Default::default(),
         }
     }
@@ -229,7 +240,7 @@ impl FleetLimits {
 /// An in-memory counter: the fleet's shared state for tests and single-process runs.
 #[derive(Default)]
 pub struct MemoryLeaser {
-    counters: std::sync::Mutex<std::collections::HashMap<(String, u64), u64>>,
+    windows: std::sync::Mutex<std::collections::HashMap<(String, u64), WindowCounter>>,
 }
 
 #[async_trait]
@@ -240,14 +251,12 @@ impl TokenLeaser for MemoryLeaser {
         window: u64,
         n: u64,
         cap: u64,
-    ) -> anyhow::Result<Option<u64>> {
-        let mut counters = self.counters.lock().expect("lock");
-        let counter = counters.entry((limit.to_string(), window)).or_default();
-        if *counter >= cap {
-            return Ok(None);
-        }
-        *counter += n;
-        Ok(Some(*counter))
+    ) -> anyhow::Result<Option<WindowGrant>> {
+        let mut windows = self.windows.lock().expect("lock");
+        Ok(windows
+            .entry((limit.to_string(), window))
+            .or_default()
+            .lease(n, cap))
     }
 }
 
