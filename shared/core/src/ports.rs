@@ -11,6 +11,7 @@
 //! | [`LedgerRepair`] | setting counts after a replay | DynamoDB |
 //! | [`ManifestClaims`] | one live worker per manifest | DynamoDB |
 //! | [`TokenLeaser`] | the fleet's rate-limit windows | DynamoDB |
+//! | [`RateOverrides`] | operators' overrides of the fleet limits' rates | DynamoDB |
 //! | [`BreakerStateStore`] | the fleet's breaker open state | DynamoDB |
 //! | [`ApiClient`] | the external API | the tower stack over reqwest |
 //! | [`MetricsSink`] | metrics | CloudWatch |
@@ -25,6 +26,7 @@ use crate::claims::ClaimOutcome;
 use crate::config::ClientConfig;
 use crate::ledger::{Counts, CreateOutcome, JobRecord, ManifestRecord};
 use crate::range::ByteRange;
+use crate::rate_override::RateOverride;
 use crate::request::ApiRequest;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +231,19 @@ pub trait TokenLeaser: Send + Sync {
         n: u64,
         cap: u64,
     ) -> anyhow::Result<Option<WindowGrant>>;
+}
+
+/// Operators' overrides of the fleet limits' rates (`fanout limit set`; DynamoDB, in the ledger
+/// table). Workers read them with their leases, at most once a second per limit.
+#[async_trait]
+pub trait RateOverrides: Send + Sync {
+    /// The override of limit `limit`, if one is set. Strongly consistent: a worker that reads
+    /// after `set` returned sees it.
+    async fn get(&self, limit: &str) -> anyhow::Result<Option<RateOverride>>;
+    /// Stores `rate` for `limit`, replacing any override it had.
+    async fn set(&self, limit: &str, rate: &RateOverride) -> anyhow::Result<()>;
+    /// Removes `limit`'s override (each pipeline's config applies again); false when it had none.
+    async fn clear(&self, limit: &str) -> anyhow::Result<bool>;
 }
 
 /// Where a circuit breaker's open state is shared. Implementations only store; the breaker

@@ -12,6 +12,7 @@
 //! more than its cap. The last lease of a window may be clipped at `cap`; a full window makes
 //! the container lease from the next one. See docs/rate-limit.md.
 
+pub mod in_force;
 pub mod source;
 
 use std::time::Duration;
