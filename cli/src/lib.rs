@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | [`local`] | the local stack (queues, table, bucket on the local AWS) and the local runner: the splitter invoked with an S3 event, simulated worker containers polling SQS as Lambda's event source mapping does |
 //! | [`progress`] | a job's progress from the ledger (`fanout status`) |
+//! | [`limit`] | a fleet limit's override and leased rate (`fanout limit`) |
 //! | [`report`] | the HTML job report (`fanout report`) |
 //! | [`dashboard`] | the template's dashboard drawn from GetMetricData (`fanout dashboard`) |
 //! | [`charts`] | SVG charts for the report and the dashboard |
@@ -13,6 +14,7 @@
 
 pub mod charts;
 pub mod dashboard;
+pub mod limit;
 pub mod local;
 pub mod progress;
 pub mod report;

@@ -3,13 +3,14 @@
 mod commands {
     pub mod dashboard;
     pub mod generate;
+    pub mod limit;
     pub mod replay;
     pub mod report;
     pub mod secret;
     pub mod status;
 }
 
-use commands::{dashboard, generate, replay, report, secret, status};
+use commands::{dashboard, generate, limit, replay, report, secret, status};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,6 +121,17 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// Change a fleet limit's rate while jobs run (`set`, `clear`), or see it (`get`).
+    Limit {
+        #[command(subcommand)]
+        command: limit::LimitCommand,
+        /// The ledger table (the stack's TABLE_NAME); defaults to the local stack's.
+        #[arg(long, env = "TABLE_NAME", global = true)]
+        table: Option<String>,
+        /// Local stack prefix, for the default table name.
+        #[arg(long, default_value = "fanout", global = true)]
+        prefix: String,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
@@ -341,6 +353,14 @@ async fn main() -> anyhow::Result<()> {
             } => secret::put(&name, description.as_deref(), kms_key_id.as_deref()).await,
             SecretCommand::Encrypt { key_id } => secret::encrypt(&key_id).await,
         },
+        Command::Limit {
+            command,
+            table,
+            prefix,
+        } => {
+            let table = table.unwrap_or_else(|| StackNames::with_prefix(&prefix).table);
+            limit::run(command, &table).await
+        }
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout_aws::load_config().await;

@@ -73,8 +73,8 @@ impl fmt::Display for RateOverride {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/s", self.rate_per_sec)?;
         match self.burst {
-            Some(b) => write!(f, ", burst {b}"),
-            None => write!(f, ", burst from each pipeline's client.rate_limit_burst"),
+            Some(b) => write!(f, " (burst {b})"),
+            None => write!(f, " (burst: each pipeline's client.rate_limit_burst)"),
         }
     }
 }
