@@ -30,7 +30,7 @@ test: setup
 	scripts/phase.sh compile cargo build --workspace --all-targets --locked
 	scripts/phase.sh unit cargo test --workspace --locked --lib --bins --test template --test mock
 	scripts/phase.sh doc cargo test --workspace --locked --doc
-	scripts/phase.sh integration scripts/with-stack.sh $(E2E) --test status_json -- \
+	scripts/phase.sh integration scripts/with-stack.sh $(E2E) --test status_json --test limit_command -- \
 		--skip secrets:: --skip resilience:: --skip limit::
 	scripts/phase.sh secrets scripts/with-stack.sh $(E2E) secrets::
 	scripts/phase.sh load-resilience scripts/with-stack.sh $(E2E) resilience::

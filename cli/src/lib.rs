@@ -6,6 +6,7 @@
 //! | [`deployed`] | a stack deployed from template.yaml, found by name (`--stack`): its resources and pipeline defaults from CloudFormation |
 //! | [`plan`] | the capacity and cost model of `fanout plan` (pricing table in `cli/pricing/`) |
 //! | [`progress`] | a job's progress from the ledger (`fanout status`) |
+//! | [`limit`] | a fleet limit's override and leased rate (`fanout limit`) |
 //! | [`report`] | the HTML job report (`fanout report`) |
 //! | [`dashboard`] | the template's dashboard drawn from GetMetricData (`fanout dashboard`) |
 //! | [`charts`] | SVG charts for the report and the dashboard |
@@ -16,6 +17,7 @@
 pub mod charts;
 pub mod dashboard;
 pub mod deployed;
+pub mod limit;
 pub mod local;
 pub mod plan;
 pub mod progress;

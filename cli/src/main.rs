@@ -5,6 +5,7 @@ mod commands {
     pub mod generate;
     pub mod pipeline;
     pub mod plan;
+    pub mod limit;
     pub mod replay;
     pub mod report;
     pub mod secret;
@@ -14,7 +15,9 @@ mod commands {
 }
 
 use commands::stack::StackSelector;
-use commands::{dashboard, generate, pipeline, plan, replay, report, secret, status, submit};
+use commands::{
+    dashboard, generate, limit, pipeline, plan, replay, report, secret, status, submit,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,6 +151,17 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// Change a fleet limit's rate while jobs run (`set`, `clear`), or see it (`get`).
+    Limit {
+        #[command(subcommand)]
+        command: limit::LimitCommand,
+        /// A deployed stack, by its CloudFormation name (as for every operator command).
+        #[arg(long, env = "FANOUT_STACK", global = true)]
+        stack: Option<String>,
+        /// Without --stack: the local stack of this prefix.
+        #[arg(long, default_value = "fanout", global = true, conflicts_with = "stack")]
+        prefix: String,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
     Local {
@@ -433,6 +447,15 @@ async fn main() -> anyhow::Result<()> {
             } => secret::put(&name, description.as_deref(), kms_key_id.as_deref()).await,
             SecretCommand::Encrypt { key_id } => secret::encrypt(&key_id).await,
         },
+        Command::Limit {
+            command,
+            stack,
+            prefix,
+        } => {
+            let config = fanout_aws::load_config().await;
+            let stack = StackSelector { stack, prefix }.resolve(&config).await?;
+            limit::run(command, &stack.names.table).await
+        }
         Command::Local { command } => match command {
             LocalCommand::Up { prefix } => {
                 let config = fanout_aws::load_config().await;

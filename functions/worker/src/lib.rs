@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanout_aws::breaker::DynamoBreakerStores;
+use fanout_aws::rate_override::DynamoRateOverrides;
 use fanout_aws::secrets::AwsSecretSource;
 use fanout_aws::token_store::DynamoTokenStore;
 use fanout_aws::{cloudwatch, dynamo, leaser::DynamoLeaser, required_env, s3, sqs};
@@ -21,7 +22,7 @@ use fanout_handlers::worker::WorkerDeps;
 pub const DEFAULT_SECRET_CACHE: Duration = Duration::from_secs(300);
 
 /// The worker's dependencies from its Lambda environment: `TABLE_NAME` (the ledger, which also
-/// holds the rate-limit windows, breaker state and manifest claims), `QUEUE_URL` (for
+/// holds the rate-limit windows and overrides, breaker state and manifest claims), `QUEUE_URL` (for
 /// continuations), `FLEET_SIZE` (the worker's reserved concurrency, which sizes rate-limit
 /// leases), `SECRET_CACHE_SECONDS` (how long the secrets named by `client.auth` are kept) and,
 /// optionally, `KMS_KEY_ID` (the stack's key: with it, the containers share each OAuth2 token
@@ -58,7 +59,8 @@ pub fn deps_from_env(config: &aws_config::SdkConfig) -> anyhow::Result<WorkerDep
 /// the local runner reads.
 pub struct WorkerContainer {
     pub deps: WorkerDeps,
-    /// The container's side of the fleet's rate limits (leases in the ledger table).
+    /// The container's side of the fleet's rate limits (leases and the operators' overrides in
+    /// the ledger table).
     pub limits: Arc<FleetLimits>,
     /// The breakers' open state, shared through the ledger table.
     pub breakers: Arc<DynamoBreakerStores>,
@@ -81,11 +83,16 @@ pub fn container(
     kms_key_id: Option<&str>,
 ) -> anyhow::Result<WorkerContainer> {
     let ddb = fanout_aws::dynamodb_client(config);
-    let limits = Arc::new(FleetLimits::new(
-        Arc::new(DynamoLeaser::new(ddb.clone(), table)),
-        system_clock(),
-        fleet_size,
-    ));
+    // The operators' overrides of the limits' rates (`fanout limit set`) live next to the
+    // windows, and are read with the leases.
+    let limits = Arc::new(
+        FleetLimits::new(
+            Arc::new(DynamoLeaser::new(ddb.clone(), table)),
+            system_clock(),
+            fleet_size,
+        )
+        .with_overrides(Arc::new(DynamoRateOverrides::new(ddb.clone(), table))),
+    );
     let breakers = Arc::new(DynamoBreakerStores::new(ddb.clone(), table));
     let kms = fanout_aws::kms_client(config);
     let tokens =

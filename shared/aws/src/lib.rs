@@ -7,6 +7,7 @@
 //! | [`sqs`] | `ManifestQueue`, `DeadLetterQueue` | SQS |
 //! | [`dynamo`] | `JobLedger`, `LedgerRepair`, `ManifestClaims` | DynamoDB (the ledger table) |
 //! | [`leaser`] | `TokenLeaser` | DynamoDB (rate-limit windows in the ledger table) |
+//! | [`rate_override`] | `RateOverrides` | DynamoDB (operators' rate overrides in the ledger table) |
 //! | [`breaker`] | `BreakerStateStore` | DynamoDB (breaker items in the ledger table) |
 //! | [`cloudwatch`] | `MetricsSink` | CloudWatch |
 //! | [`secrets`] | `SecretSource` | Secrets Manager, KMS |
@@ -19,6 +20,7 @@ pub mod breaker;
 pub mod cloudwatch;
 pub mod dynamo;
 pub mod leaser;
+pub mod rate_override;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;

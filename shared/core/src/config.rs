@@ -275,6 +275,23 @@ section! {
     }
 }
 
+/// The bounds of `client.rate_limit_per_sec`, which an operator's override of a limit's rate
+/// (`fanout limit set`, [`crate::rate_override`]) also keeps to.
+pub const RATE_LIMIT_PER_SEC: RangeInclusive<u32> = 1..=1_000_000;
+/// The bounds of `client.rate_limit_burst` (and of an override's burst).
+pub const RATE_LIMIT_BURST: RangeInclusive<u32> = 1..=10_000_000;
+
+/// Why `name` cannot name a fleet limit (`client.rate_limit_name`, `fanout limit NAME`): it is
+/// part of the limit's keys in the ledger table.
+pub fn rate_limit_name_problem(name: &str) -> Option<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+    (!valid).then(|| format!("{name:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'"))
+}
+
 section! {
     client: pub struct ClientConfig: Default {
         /// Requests in flight per worker container: the ceiling and starting point of the
@@ -319,9 +336,9 @@ section! {
         /// API share a name (and so one limit). 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'.
         rate_limit_name: String = "api".into();
         /// Attempts per second allowed by the rate limiter (every attempt, retries included).
-        rate_limit_per_sec: u32 = 5_000, in 1..=1_000_000;
+        rate_limit_per_sec: u32 = 5_000, in RATE_LIMIT_PER_SEC;
         /// Tokens the rate limiter can hold: the largest burst above the steady rate.
-        rate_limit_burst: u32 = 500, in 1..=10_000_000;
+        rate_limit_burst: u32 = 500, in RATE_LIMIT_BURST;
         /// How the API is authenticated; every credential is a secret reference.
         auth: crate::auth::AuthConfig = crate::auth::AuthConfig::None;
     }
@@ -764,17 +781,8 @@ impl PipelineConfig {
 
         self.job.check_bounds(&mut errors);
         self.client.check_bounds(&mut errors);
-        let name = &self.client.rate_limit_name;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-        {
-            errors.push(
-                "client.rate_limit_name",
-                format!("{name:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'"),
-            );
+        if let Some(problem) = rate_limit_name_problem(&self.client.rate_limit_name) {
+            errors.push("client.rate_limit_name", problem);
         }
         self.split.check_bounds(&mut errors);
         errors.finish()

@@ -20,6 +20,7 @@
 //! | [`summary`] | the job summary, built from the ledger |
 //! | [`latency`] | latency histograms and percentiles |
 //! | [`metrics`] | metric names, datums and their batching |
+//! | [`rate_override`] | an operator's override of a fleet limit's rate (`fanout limit set`) |
 //! | [`ports`] | one small trait per external capability; adapters implement them |
 //!
 //! Nothing here links an AWS SDK or an HTTP client: the adapters (`fanout-aws`), the API client
@@ -43,6 +44,7 @@ pub mod output;
 pub mod ports;
 pub mod range;
 pub mod ranged_body;
+pub mod rate_override;
 pub mod record;
 pub mod request;
 pub mod secret;

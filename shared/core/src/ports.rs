@@ -11,6 +11,7 @@
 //! | [`LedgerRepair`] | setting counts after a replay | DynamoDB |
 //! | [`ManifestClaims`] | one live worker per manifest | DynamoDB |
 //! | [`TokenLeaser`] | the fleet's rate-limit windows | DynamoDB |
+//! | [`RateOverrides`] | operators' overrides of the fleet limits' rates | DynamoDB |
 //! | [`BreakerStateStore`] | the fleet's breaker open state | DynamoDB |
 //! | [`ApiClient`] | the external API | the tower stack over reqwest |
 //! | [`MetricsSink`] | metrics | CloudWatch |
@@ -25,6 +26,7 @@ use crate::claims::ClaimOutcome;
 use crate::config::ClientConfig;
 use crate::ledger::{Counts, CreateOutcome, JobRecord, ManifestRecord};
 use crate::range::ByteRange;
+use crate::rate_override::RateOverride;
 use crate::request::ApiRequest;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,18 +205,45 @@ pub trait ManifestClaims: Send + Sync {
     async fn release(&self, job_id: &str, unit: &str, holder: &str) -> anyhow::Result<()>;
 }
 
+/// What a lease of a rate-limit window was granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowGrant {
+    /// The window's counter after the addition: the lease's tokens are
+    /// `[granted_after - n, min(granted_after, cap))`.
+    pub granted_after: u64,
+    /// The window's capacity, as its first lease fixed it: every container spaces and clips
+    /// this window's tokens by it, whatever rate it believes in (during a rate change, two
+    /// containers may differ).
+    pub cap: u64,
+}
+
 /// The shared counter behind the fleet's rate limit (DynamoDB in production).
 #[async_trait]
 pub trait TokenLeaser: Send + Sync {
-    /// Adds `n` to window `window`'s counter unless it has reached `cap` already; returns the
-    /// counter after the addition, or None when the window was full. One conditional write.
+    /// Adds `n` to window `window`'s counter unless it has reached the window's capacity
+    /// already; returns the counter after the addition with that capacity, or None when the
+    /// window was full. The first lease of a window fixes its capacity to `cap` (the rate the
+    /// caller believes in); later leases' `cap` is ignored. One conditional write.
     async fn lease(
         &self,
         limit: &str,
         window: u64,
         n: u64,
         cap: u64,
-    ) -> anyhow::Result<Option<u64>>;
+    ) -> anyhow::Result<Option<WindowGrant>>;
+}
+
+/// Operators' overrides of the fleet limits' rates (`fanout limit set`; DynamoDB, in the ledger
+/// table). Workers read them with their leases, at most once a second per limit.
+#[async_trait]
+pub trait RateOverrides: Send + Sync {
+    /// The override of limit `limit`, if one is set. Strongly consistent: a worker that reads
+    /// after `set` returned sees it.
+    async fn get(&self, limit: &str) -> anyhow::Result<Option<RateOverride>>;
+    /// Stores `rate` for `limit`, replacing any override it had.
+    async fn set(&self, limit: &str, rate: &RateOverride) -> anyhow::Result<()>;
+    /// Removes `limit`'s override (each pipeline's config applies again); false when it had none.
+    async fn clear(&self, limit: &str) -> anyhow::Result<bool>;
 }
 
 /// Where a circuit breaker's open state is shared. Implementations only store; the breaker

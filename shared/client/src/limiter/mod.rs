@@ -1,29 +1,42 @@
 //! The fleet-wide rate limit: a token bucket kept in DynamoDB, spent locally.
 //!
-//! Time is cut into windows (1 s by default). Window `w` holds `cap = R · W` tokens, numbered
-//! `0..cap`, and token `i` may be spent at `start(w) + i · W / cap`: the fleet's tokens are evenly
-//! spaced at R per second, so spending them on time can never burst, however many containers hold
-//! them. A container leases `n` tokens of a future window with one conditional `UpdateItem`
-//! (`ADD granted :n IF granted < :cap`), learns from the returned counter which indices are its
-//! own, and spends each at its slot time. The last lease of a window may be clipped at `cap`; a
-//! full window makes the container lease from the next one. See docs/rate-limit.md.
+//! Time is cut into windows (1 s). Window `w` holds `cap = R · W` tokens, numbered `0..cap`, and
+//! token `i` may be spent at `start(w) + i · W / cap`: the fleet's tokens are evenly spaced at R
+//! per second, so spending them on time can never burst, however many containers hold them. A
+//! container leases `n` tokens of a future window with one conditional `UpdateItem`
+//! (`ADD granted :n IF granted < cap`), learns from the returned counter which indices are its
+//! own, and spends each at its slot time. The window's first lease fixes its `cap` in the item,
+//! and every container spaces and clips the window's tokens by that stored cap, not by the rate
+//! it believes in: while a rate change (`fanout limit set`) reaches the fleet, two containers may
+//! believe in different rates, yet one window's tokens are still spaced one way and never number
+//! more than its cap. The last lease of a window may be clipped at `cap`; a full window makes
+//! the container lease from the next one. See docs/rate-limit.md.
 
+pub mod in_force;
 pub mod source;
 
 use std::time::Duration;
 
-/// One lease: token indices `[first, end)` of `window`, already clipped to the window's capacity.
+pub use fanout_core::ports::WindowGrant;
+
+/// The length of a rate-limit window, the same for every container and limit (windows are
+/// numbered by it: window `w` starts at `w · WINDOW` since the epoch).
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// One lease: token indices `[first, end)` of `window`, already clipped to the window's capacity
+/// `cap` (the one stored with the window, which spaces its slots).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenLease {
     pub window: u64,
     pub first: u64,
     pub end: u64,
+    pub cap: u64,
 }
 
-/// The arithmetic of windows and slots for one limit.
+/// The arithmetic of windows and slots for one limit at one rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowPlan {
-    /// Fleet-wide requests per second.
+    /// Fleet-wide requests per second: the capacity this container proposes for a window.
     pub rate: f64,
     pub window: Duration,
 }
@@ -39,7 +52,8 @@ impl WindowPlan {
         self.window.as_millis().max(1) as u64
     }
 
-    /// Tokens in one window (at least one).
+    /// Tokens in one window at this plan's rate (at least one): what a window's first lease
+    /// stores as its capacity.
     pub fn capacity(&self) -> u64 {
         ((self.rate * self.window.as_secs_f64()).floor() as u64).max(1)
     }
@@ -53,21 +67,22 @@ impl WindowPlan {
         window * self.window_ms()
     }
 
-    /// When token `index` of `window` may be spent, in microseconds since the epoch.
-    pub fn slot_time_us(&self, window: u64, index: u64) -> u64 {
-        let spacing_us = self.window_ms() as f64 * 1000.0 / self.capacity() as f64;
+    /// When token `index` of `window` may be spent, in microseconds since the epoch, for a
+    /// window of capacity `cap` (the stored one, which may not be this plan's).
+    pub fn slot_time_us(&self, window: u64, index: u64, cap: u64) -> u64 {
+        let spacing_us = self.window_ms() as f64 * 1000.0 / cap.max(1) as f64;
         self.window_start_ms(window) * 1000 + (index as f64 * spacing_us) as u64
     }
 
-    /// The lease a counter update gave: `granted_after` is the counter's value after adding `n`.
-    /// Indices at or past the capacity are not tokens (the window overflowed) and are dropped.
-    pub fn lease_from_counter(&self, window: u64, granted_after: u64, n: u64) -> TokenLease {
-        let cap = self.capacity();
-        let first = granted_after.saturating_sub(n).min(cap);
+    /// The lease a counter update gave, for `n` tokens asked. Indices at or past the window's
+    /// capacity are not tokens (the window overflowed) and are dropped.
+    pub fn lease_from_grant(&self, window: u64, grant: WindowGrant, n: u64) -> TokenLease {
+        let cap = grant.cap;
         TokenLease {
             window,
-            first,
-            end: granted_after.min(cap),
+            first: grant.granted_after.saturating_sub(n).min(cap),
+            end: grant.granted_after.min(cap),
+            cap,
         }
     }
 }
@@ -94,18 +109,66 @@ impl TokenLease {
     }
 }
 
+/// One window's shared item: what [`fanout_core::ports::TokenLeaser::lease`] does to it, the
+/// conditional update of the DynamoDB adapter, in memory (the in-memory leaser and the property
+/// tests use it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCounter {
+    granted: u64,
+    /// Fixed by the first lease.
+    cap: Option<u64>,
+}
+
+impl WindowCounter {
+    /// `ADD granted :n, SET cap = if_not_exists(cap, :cap)` if the window is not full yet.
+    pub fn lease(&mut self, n: u64, cap: u64) -> Option<WindowGrant> {
+        let cap = *self.cap.get_or_insert(cap);
+        if self.granted >= cap {
+            return None;
+        }
+        self.granted += n;
+        Some(WindowGrant {
+            granted_after: self.granted,
+            cap,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn grant(granted_after: u64, cap: u64) -> WindowGrant {
+        WindowGrant { granted_after, cap }
+    }
+
+    /// Every 1 s sliding interval of sorted slot times (µs): the largest count, and where.
+    fn max_in_one_second(times: &[u64]) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut lo = 0;
+        (0..times.len()).map(move |hi| {
+            while times[hi] - times[lo] >= 1_000_000 {
+                lo += 1;
+            }
+            (lo, hi)
+        })
+    }
+
     #[test]
     fn slots_are_evenly_spaced() {
         let plan = WindowPlan::new(2000.0, Duration::from_secs(1));
         assert_eq!(plan.capacity(), 2000);
-        assert_eq!(plan.slot_time_us(10, 0), 10_000_000);
-        assert_eq!(plan.slot_time_us(10, 1000), 10_500_000);
+        assert_eq!(plan.slot_time_us(10, 0, 2000), 10_000_000);
+        assert_eq!(plan.slot_time_us(10, 1000, 2000), 10_500_000);
         assert_eq!(plan.window_of(10_999), 10);
+    }
+
+    #[test]
+    fn slots_follow_the_windows_cap_not_the_plans() {
+        let plan = WindowPlan::new(2000.0, Duration::from_secs(1));
+        assert_eq!(plan.slot_time_us(10, 500, 1000), 10_500_000);
+        let lease = plan.lease_from_grant(10, grant(1100, 1000), 200);
+        assert_eq!((lease.first, lease.end, lease.cap), (900, 1000, 1000));
     }
 
     #[test]
@@ -122,14 +185,25 @@ mod tests {
     fn overflowing_lease_is_clipped() {
         let plan = WindowPlan::new(100.0, Duration::from_secs(1));
         assert_eq!(
-            plan.lease_from_counter(3, 120, 50),
+            plan.lease_from_grant(3, grant(120, 100), 50),
             TokenLease {
                 window: 3,
                 first: 70,
-                end: 100
+                end: 100,
+                cap: 100,
             }
         );
-        assert!(plan.lease_from_counter(3, 200, 50).is_empty());
+        assert!(plan.lease_from_grant(3, grant(200, 100), 50).is_empty());
+    }
+
+    #[test]
+    fn the_first_lease_fixes_the_windows_cap() {
+        let mut item = WindowCounter::default();
+        assert_eq!(item.lease(60, 100), Some(grant(60, 100)));
+        // A container that believes in a higher rate gets the stored cap back...
+        assert_eq!(item.lease(60, 1000), Some(grant(120, 100)));
+        // ...and the window is full at the stored cap, not at its own.
+        assert_eq!(item.lease(60, 1000), None);
     }
 
     proptest! {
@@ -139,13 +213,13 @@ mod tests {
         fn leases_partition_a_window(rate in 1.0f64..5000.0, sizes in proptest::collection::vec(1u64..300, 1..80)) {
             let plan = WindowPlan::new(rate, Duration::from_secs(1));
             let cap = plan.capacity();
-            let mut counter = 0u64;
+            let mut item = WindowCounter::default();
             let mut seen = vec![false; cap as usize];
+            let mut counter = 0;
             for n in sizes {
-                // The conditional update: ADD :n only while granted < cap.
-                if counter >= cap { break; }
-                counter += n;
-                let lease = plan.lease_from_counter(0, counter, n);
+                let Some(g) = item.lease(n, cap) else { break };
+                counter = g.granted_after;
+                let lease = plan.lease_from_grant(0, g, n);
                 for i in lease.first..lease.end {
                     prop_assert!(!seen[i as usize], "token {} granted twice", i);
                     seen[i as usize] = true;
@@ -159,15 +233,69 @@ mod tests {
         #[test]
         fn slot_schedule_never_exceeds_the_rate(rate in 1.0f64..3000.0, start in 0u64..10_000_000, windows in 1u64..4) {
             let plan = WindowPlan::new(rate, Duration::from_secs(1));
-            let first = plan.window_of(start);
+            let (first, cap) = (plan.window_of(start), plan.capacity());
             let mut times: Vec<u64> = (first..first + windows)
-                .flat_map(|w| (0..plan.capacity()).map(move |i| plan.slot_time_us(w, i)))
+                .flat_map(|w| (0..cap).map(move |i| plan.slot_time_us(w, i, cap)))
                 .collect();
             times.sort_unstable();
-            let mut lo = 0;
-            for hi in 0..times.len() {
-                while times[hi] - times[lo] >= 1_000_000 { lo += 1; }
+            for (lo, hi) in max_in_one_second(&times) {
                 prop_assert!((hi - lo + 1) as f64 <= rate.floor().max(1.0) + 1.0);
+            }
+        }
+
+        /// Containers that believe in different rates (a rate change on its way through the
+        /// fleet) lease the same windows in any order, each until the window is full, then the
+        /// next: each window's tokens are granted once, none past the cap its first lease fixed,
+        /// and spent at their slots they never put more than the larger cap (+1) of the windows
+        /// an interval touches in any 1 s sliding interval.
+        #[test]
+        fn containers_with_different_rates_share_windows(
+            rates in proptest::collection::vec(1u32..3000, 2..5),
+            turns in proptest::collection::vec((0usize..4, 1u64..400), 1..120),
+            start in 0u64..10_000,
+        ) {
+            let plans: Vec<WindowPlan> = rates
+                .iter()
+                .map(|&r| WindowPlan::new(f64::from(r), Duration::from_secs(1)))
+                .collect();
+            let mut items: std::collections::BTreeMap<u64, WindowCounter> = Default::default();
+            let mut next_window = vec![start; plans.len()];
+            let mut seen: std::collections::BTreeMap<u64, Vec<bool>> = Default::default();
+            let mut times = Vec::new();
+            for (who, n) in turns {
+                let who = who % plans.len();
+                let plan = plans[who];
+                loop {
+                    let w = next_window[who];
+                    let Some(g) = items.entry(w).or_default().lease(n, plan.capacity()) else {
+                        next_window[who] += 1;
+                        continue;
+                    };
+                    let lease = plan.lease_from_grant(w, g, n);
+                    let marks = seen.entry(w).or_insert_with(|| vec![false; g.cap as usize]);
+                    prop_assert_eq!(marks.len() as u64, g.cap, "window {} changed its cap", w);
+                    for i in lease.first..lease.end {
+                        prop_assert!(!marks[i as usize], "token {} of window {} granted twice", i, w);
+                        marks[i as usize] = true;
+                        times.push(plan.slot_time_us(w, i, lease.cap));
+                    }
+                    if lease.end >= lease.cap {
+                        next_window[who] += 1;
+                    }
+                    break;
+                }
+            }
+            times.sort_unstable();
+            let cap_of = |t: u64| seen[&(t / 1_000_000)].len() as u64;
+            for (lo, hi) in max_in_one_second(&times) {
+                let bound = cap_of(times[lo]).max(cap_of(times[hi])) + 1;
+                prop_assert!(
+                    (hi - lo + 1) as u64 <= bound,
+                    "{} calls in 1 s from {} µs, caps {:?}",
+                    hi - lo + 1,
+                    times[lo],
+                    seen.values().map(Vec::len).collect::<Vec<_>>()
+                );
             }
         }
     }
