@@ -269,6 +269,19 @@ section! {
         /// JSON body template: strings holding placeholders are filled in; a string that is
         /// exactly one placeholder takes the field's typed value.
         body: Option<serde_json::Value> = None;
+        /// Form body (`application/x-www-form-urlencoded`): name -> value template, encoded in
+        /// name order. Instead of `body` or `text`.
+        form: Option<BTreeMap<String, String>> = None;
+        /// Raw text body from a template, values inserted as they are. Instead of `body` or
+        /// `form`.
+        text: Option<String> = None;
+        /// Content-Type of a `text` body (default `text/plain; charset=utf-8`).
+        content_type: Option<String> = None;
+        /// Query parameters: name -> value template, percent-encoded and appended to the URL's
+        /// query (after any query the URL has), in name order.
+        query: BTreeMap<String, String> = BTreeMap::new();
+        /// User-Agent header of every request of this pipeline (default: the HTTP client's).
+        user_agent: Option<String> = None;
         /// Header that carries `<job id>-<record offset>`, the same on every retry. Empty
         /// disables it.
         idempotency_header: String = "Idempotency-Key".into();
@@ -774,6 +787,7 @@ impl PipelineConfig {
                 );
             }
         }
+        self.check_request_body(&mut errors);
         for (field, message) in self.client.auth.problems() {
             errors.push(format!("client.auth.{field}"), message);
         }
@@ -786,6 +800,68 @@ impl PipelineConfig {
         }
         self.split.check_bounds(&mut errors);
         errors.finish()
+    }
+
+    /// The body keys (one at most), the text body's Content-Type, the query names and the
+    /// User-Agent.
+    fn check_request_body(&self, errors: &mut Errors<'_>) {
+        let r = &self.request;
+        let bodies: Vec<&str> = [
+            ("request.body", r.body.is_some()),
+            ("request.form", r.form.is_some()),
+            ("request.text", r.text.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if let [_, second, ..] = bodies.as_slice() {
+            errors.push(
+                *second,
+                format!(
+                    "a request has one body: set only one of {} (found {})",
+                    "request.body, request.form, request.text",
+                    bodies.join(" and ")
+                ),
+            );
+        }
+        if let Some(ct) = &r.content_type {
+            if r.text.is_none() {
+                errors.push(
+                    "request.content_type",
+                    "is the Content-Type of a request.text body; request.body is sent as \
+                     application/json and request.form as application/x-www-form-urlencoded",
+                );
+            } else if ct.is_empty() || http::HeaderValue::from_str(ct).is_err() {
+                errors.push(
+                    "request.content_type",
+                    format!("{ct:?} is not a valid header value"),
+                );
+            }
+        }
+        let has_header = |name: &str| r.headers.keys().any(|h| h.eq_ignore_ascii_case(name));
+        if let Some(ua) = &r.user_agent {
+            if ua.is_empty() || http::HeaderValue::from_str(ua).is_err() {
+                errors.push(
+                    "request.user_agent",
+                    format!("{ua:?} is not a valid header value"),
+                );
+            } else if has_header("user-agent") {
+                errors.push(
+                    "request.user_agent",
+                    "is also set in request.headers: keep one",
+                );
+            }
+        }
+        for name in r.query.keys() {
+            if name.is_empty() {
+                errors.push("request.query", "a query parameter needs a name");
+            }
+        }
+        for name in r.form.iter().flat_map(BTreeMap::keys) {
+            if name.is_empty() {
+                errors.push("request.form", "a form field needs a name");
+            }
+        }
     }
 
     /// Every placeholder of the request, as (config field path, placeholder name).
@@ -819,6 +895,30 @@ impl PipelineConfig {
             if value.contains(['\r', '\n']) {
                 errors.push((field.clone(), "CR or LF in a header value".into()));
             }
+            match Template::parse(value) {
+                Ok(t) => out.extend(t.placeholders().map(|p| (field.clone(), p.to_string()))),
+                Err(m) => errors.push((field, m)),
+            }
+        }
+        let templates = self
+            .request
+            .query
+            .iter()
+            .map(|(name, value)| (format!("request.query.{name}"), value))
+            .chain(
+                self.request
+                    .form
+                    .iter()
+                    .flatten()
+                    .map(|(name, value)| (format!("request.form.{name}"), value)),
+            )
+            .chain(
+                self.request
+                    .text
+                    .iter()
+                    .map(|value| ("request.text".to_string(), value)),
+            );
+        for (field, value) in templates {
             match Template::parse(value) {
                 Ok(t) => out.extend(t.placeholders().map(|p| (field.clone(), p.to_string()))),
                 Err(m) => errors.push((field, m)),
@@ -1099,6 +1199,11 @@ request:
                 url: "https://h/x".into(),
                 headers: BTreeMap::new(),
                 body: None,
+                form: None,
+                text: None,
+                content_type: None,
+                query: BTreeMap::new(),
+                user_agent: None,
                 idempotency_header: "Idempotency-Key".into(),
             },
             client: ClientConfig {
@@ -1325,5 +1430,30 @@ request:
             .unwrap_err()
             .to_string();
         assert!(err.contains("request.url"), "{err}");
+    }
+
+    #[test]
+    fn request_body_kinds_are_exclusive_and_new_keys_name_their_field() {
+        let e = PipelineConfig::from_yaml(
+            "p.yaml",
+            "input: {format: jsonl}\nrequest: {url: 'http://h/x', body: {a: 1}, text: 'x', \
+             user_agent: \"bad\\nua\", content_type: \"\", query: {q: '{'}}\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for field in [
+            "request.text",
+            "request.user_agent",
+            "request.content_type",
+            "request.query.q",
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        let e = PipelineConfig::from_yaml(
+            "p.yaml",
+            "input: {format: jsonl}\nrequest: {url: 'http://h/x', form: {a: '{v}'}, content_type: text/csv}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("request.content_type"), "{e}");
     }
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, FieldType, InputFormat, PipelineConfig};
 use crate::record::{RecordParser, SchemaField, Source};
-use crate::template::{BodyTemplate, Template};
+use crate::template::{self, BodyTemplate, Template};
 
 /// One HTTP request, ready to send (and to send again, unchanged, on retry).
 #[derive(Clone, Debug, PartialEq)]
@@ -21,9 +21,89 @@ pub struct ApiRequest {
 pub struct RequestRenderer {
     method: http::Method,
     url: Template,
+    /// Appended to the URL's query: names already encoded.
+    query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
-    body: Option<BodyTemplate>,
+    /// `request.user_agent`; None leaves the HTTP client's own.
+    user_agent: Option<HeaderValue>,
+    body: Option<Body>,
     idempotency_header: Option<HeaderName>,
+}
+
+/// A request body template, by kind; each kind has its Content-Type.
+#[derive(Clone, Debug)]
+enum Body {
+    /// `request.body`: JSON, values typed and escaped by serde_json.
+    Json(BodyTemplate),
+    /// `request.form`: `application/x-www-form-urlencoded`, each value encoded whole once
+    /// rendered (names already encoded).
+    Form(Vec<(String, Template)>),
+    /// `request.text`: the rendered template as it is.
+    Text {
+        template: Template,
+        content_type: HeaderValue,
+    },
+}
+
+/// Content-Type of a `request.text` body when `request.content_type` is not set.
+pub const DEFAULT_TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+impl Body {
+    fn content_type(&self) -> HeaderValue {
+        match self {
+            Body::Json(_) => HeaderValue::from_static("application/json"),
+            Body::Form(_) => HeaderValue::from_static("application/x-www-form-urlencoded"),
+            Body::Text { content_type, .. } => content_type.clone(),
+        }
+    }
+
+    fn render(&self, values: &[Value]) -> bytes::Bytes {
+        match self {
+            Body::Json(t) => t.render(values).to_string().into(),
+            Body::Form(fields) => join_pairs(fields, values, form_encode).into(),
+            Body::Text { template, .. } => template.render_raw(values).into(),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+fn form_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// `name=value&...`, each value rendered verbatim then encoded whole by `encode`.
+fn join_pairs(
+    pairs: &[(String, Template)],
+    values: &[Value],
+    encode: fn(&str) -> String,
+) -> String {
+    let mut out = String::new();
+    for (name, t) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(&encode(&t.render_raw(values)));
+    }
+    out
+}
+
+/// `url` with `query` appended to its query, before any fragment.
+fn with_query(url: String, query: &str) -> String {
+    if query.is_empty() {
+        return url;
+    }
+    let (base, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url.as_str(), ""),
+    };
+    let separator = match base.find('?') {
+        None => "?",
+        Some(i) if i + 1 == base.len() || base.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    format!("{base}{separator}{query}{fragment}")
 }
 
 /// Binds a validated config to the input's shape. `header` is the CSV header (None for JSONL).
@@ -123,13 +203,55 @@ pub fn compile(
             HeaderName::from_bytes(name.as_bytes()).map_err(|e| err(&field, e.to_string()))?;
         headers.push((name, t));
     }
-    let body = match &config.request.body {
-        Some(b) => {
-            let mut t = BodyTemplate::parse(b).map_err(|m| err("request.body", m))?;
-            t.bind(&slot_of).map_err(|m| err("request.body", m))?;
-            Some(t)
+    let template = |field: &str, text: &str| {
+        let mut t = Template::parse(text).map_err(|m| err(field, m))?;
+        t.bind(&slot_of).map_err(|m| err(field, m))?;
+        Ok::<_, ConfigError>(t)
+    };
+    let mut query = Vec::new();
+    for (name, value) in &config.request.query {
+        let t = template(&format!("request.query.{name}"), value)?;
+        query.push((template::encode_component(name), t));
+    }
+    let user_agent = match &config.request.user_agent {
+        Some(ua) => {
+            Some(HeaderValue::from_str(ua).map_err(|e| err("request.user_agent", e.to_string()))?)
         }
         None => None,
+    };
+    let request = &config.request;
+    let body = match (&request.body, &request.form, &request.text) {
+        (Some(b), None, None) => {
+            let mut t = BodyTemplate::parse(b).map_err(|m| err("request.body", m))?;
+            t.bind(&slot_of).map_err(|m| err("request.body", m))?;
+            Some(Body::Json(t))
+        }
+        (None, Some(form), None) => {
+            let mut fields = Vec::new();
+            for (name, value) in form {
+                let t = template(&format!("request.form.{name}"), value)?;
+                fields.push((form_encode(name), t));
+            }
+            Some(Body::Form(fields))
+        }
+        (None, None, Some(text)) => {
+            let content_type = request
+                .content_type
+                .as_deref()
+                .unwrap_or(DEFAULT_TEXT_CONTENT_TYPE);
+            Some(Body::Text {
+                template: template("request.text", text)?,
+                content_type: HeaderValue::from_str(content_type)
+                    .map_err(|e| err("request.content_type", e.to_string()))?,
+            })
+        }
+        (None, None, None) => None,
+        _ => {
+            return Err(err(
+                "request.body",
+                "set only one of request.body, request.form, request.text".into(),
+            ));
+        }
     };
     let method = http::Method::from_bytes(config.request.method.as_bytes())
         .map_err(|e| err("request.method", e.to_string()))?;
@@ -147,7 +269,9 @@ pub fn compile(
         RequestRenderer {
             method,
             url,
+            query,
             headers,
+            user_agent,
             body,
             idempotency_header,
         },
@@ -167,7 +291,8 @@ impl RequestRenderer {
         job_id: &str,
         offset: u64,
     ) -> Result<ApiRequest, String> {
-        let url = self.url.render_url(values);
+        let query = join_pairs(&self.query, values, template::encode_component);
+        let url = with_query(self.url.render_url(values), &query);
         let mut headers = Vec::with_capacity(self.headers.len() + 2);
         for (name, t) in &self.headers {
             let v = t.render_raw(values);
@@ -176,17 +301,20 @@ impl RequestRenderer {
             })?;
             headers.push((name.clone(), v));
         }
+        if let Some(ua) = &self.user_agent {
+            headers.push((http::header::USER_AGENT, ua.clone()));
+        }
         if let Some(h) = &self.idempotency_header {
             let key = HeaderValue::from_str(&idempotency_key(job_id, offset))
                 .map_err(|e| format!("idempotency key: {e}"))?;
             headers.push((h.clone(), key));
         }
         let body = self.body.as_ref().map(|b| {
-            headers.push((
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ));
-            bytes::Bytes::from(b.render(values).to_string())
+            // A Content-Type in request.headers (allowed before body kinds existed) wins.
+            if !headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
+                headers.push((http::header::CONTENT_TYPE, b.content_type()));
+            }
+            b.render(values)
         });
         Ok(ApiRequest {
             method: self.method.clone(),
@@ -262,5 +390,60 @@ mod tests {
                 .unwrap_err()
                 .contains("CR, LF")
         );
+    }
+
+    fn render_one(yaml: &str, record: &[u8]) -> ApiRequest {
+        let (mut parser, renderer) = compile(&config(yaml), None, "p.yaml").unwrap();
+        let values = parser.parse(record).unwrap();
+        renderer.render(&values, "j", 0).unwrap()
+    }
+
+    fn header(req: &ApiRequest, name: &str) -> Option<String> {
+        req.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn form_body_is_url_encoded_with_its_content_type() {
+        let req = render_one(
+            "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', form: {q: 'name: {v}', 'a b': '1'}}\n",
+            br#"{"v": "Zo\u00eb & co=1"}"#,
+        );
+        assert_eq!(
+            req.body.as_deref(),
+            Some("a+b=1&q=name%3A+Zo%C3%AB+%26+co%3D1".as_bytes())
+        );
+        assert_eq!(
+            header(&req, "content-type").as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+    }
+
+    #[test]
+    fn text_body_is_sent_as_rendered_with_its_content_type() {
+        let yaml = "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', text: \"id={v}\\n\"}\n";
+        let req = render_one(yaml, br#"{"v": "a&b"}"#);
+        assert_eq!(req.body.as_deref(), Some("id=a&b\n".as_bytes()));
+        assert_eq!(
+            header(&req, "content-type").as_deref(),
+            Some(DEFAULT_TEXT_CONTENT_TYPE)
+        );
+        let yaml = "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', text: '{v}', content_type: text/csv}\n";
+        let req = render_one(yaml, br#"{"v": "1,2"}"#);
+        assert_eq!(header(&req, "content-type").as_deref(), Some("text/csv"));
+    }
+
+    #[test]
+    fn query_is_encoded_and_appended_before_the_fragment() {
+        let req = render_one(
+            "input: {format: jsonl}\nrequest: {url: 'http://h/x?k=1#f', query: {q: '{v}', 'a b': 'c'}, user_agent: fanout/1}\n",
+            br#"{"v": "a&b=c d"}"#,
+        );
+        assert_eq!(req.url, "http://h/x?k=1&a%20b=c&q=a%26b%3Dc%20d#f");
+        assert_eq!(header(&req, "user-agent").as_deref(), Some("fanout/1"));
+        assert_eq!(with_query("http://h/x".into(), "q=1"), "http://h/x?q=1");
+        assert_eq!(with_query("http://h/x?".into(), "q=1"), "http://h/x?q=1");
     }
 }

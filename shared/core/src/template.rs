@@ -132,6 +132,11 @@ impl Template {
     }
 }
 
+/// Percent-encodes `text` as one URL component (every byte but the unreserved ones).
+pub fn encode_component(text: &str) -> String {
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
 /// A value as text: strings as they are, null as empty, everything else as JSON.
 pub fn value_text(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
