@@ -3,9 +3,9 @@
 mod commands {
     pub mod dashboard;
     pub mod generate;
+    pub mod limit;
     pub mod pipeline;
     pub mod plan;
-    pub mod limit;
     pub mod replay;
     pub mod report;
     pub mod secret;
@@ -160,7 +160,12 @@ enum Command {
         #[arg(long, env = "FANOUT_STACK", global = true)]
         stack: Option<String>,
         /// Without --stack: the local stack of this prefix.
-        #[arg(long, default_value = "fanout", global = true, conflicts_with = "stack")]
+        #[arg(
+            long,
+            default_value = "fanout",
+            global = true,
+            conflicts_with = "stack"
+        )]
         prefix: String,
     },
     /// Work with the local stack (AWS endpoint from AWS_ENDPOINT_URL).
