@@ -47,7 +47,10 @@ async fn limit_set_get_and_clear() {
     );
 
     // The measured rate: the tokens of the last 10 whole windows, each at most its cap.
-    let leaser = DynamoLeaser::new(fanout_aws::dynamodb_client(&ts.config), table);
+    let leaser = DynamoLeaser::new(
+        fanout_aws::dynamodb_client(&ts.config),
+        ts.stack.names.table.as_str(),
+    );
     let now = now_ms() / 1000;
     for window in now - 5..now {
         leaser.lease("api", window, 500, 1000).await.unwrap();
