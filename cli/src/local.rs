@@ -185,13 +185,7 @@ pub async fn ensure_stack(
         .unwrap_or_default();
 
     let ddb = aws_sdk_dynamodb::Client::new(config);
-    if ddb
-        .describe_table()
-        .table_name(&names.table)
-        .send()
-        .await
-        .is_err()
-    {
+    if !table_exists(&ddb, &names.table).await {
         let attr = |n: &str| {
             AttributeDefinition::builder()
                 .attribute_name(n)
@@ -227,6 +221,11 @@ pub async fn ensure_stack(
     })
 }
 
+/// Whether DescribeTable finds `table` (any error counts as not found, as for creating it).
+async fn table_exists(ddb: &aws_sdk_dynamodb::Client, table: &str) -> bool {
+    ddb.describe_table().table_name(table).send().await.is_ok()
+}
+
 /// The local stack of `names`, as `fanout local up` made it: found, never created. An operator
 /// command on a stack that is not there says so rather than making an empty one.
 pub async fn find_stack(
@@ -258,14 +257,7 @@ pub async fn find_stack(
     let dlq_url = url(names.dlq.clone())
         .await
         .ok_or_else(|| anyhow::anyhow!(missing(&format!("queue {}", names.dlq))))?;
-    let ddb = aws_sdk_dynamodb::Client::new(config);
-    if ddb
-        .describe_table()
-        .table_name(&names.table)
-        .send()
-        .await
-        .is_err()
-    {
+    if !table_exists(&aws_sdk_dynamodb::Client::new(config), &names.table).await {
         anyhow::bail!(missing(&format!("table {}", names.table)));
     }
     let kms = fanout_aws::kms_client(config);
