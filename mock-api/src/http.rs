@@ -175,7 +175,14 @@ pub(crate) async fn api(
     }
     let key = idempotency_key(&headers, &config.idempotency_header);
     let fate = admit(&shared, &config, key.as_deref());
-    let response = answer(&shared, &config, fate, &method, &uri, key.as_deref(), &body).await;
+    let request = Asked {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        key: key.as_deref(),
+        body: &body,
+    };
+    let response = answer(&shared, &config, fate, &request).await;
     shared
         .counters
         .record_status(response.status().as_u16(), key.as_deref());
@@ -234,15 +241,16 @@ fn sample_latency(config: &MockConfig) -> Duration {
     Duration::from_millis(ms)
 }
 
-async fn answer(
-    shared: &Shared,
-    config: &MockConfig,
-    fate: Fate,
-    method: &Method,
-    uri: &Uri,
-    key: Option<&str>,
-    body: &Bytes,
-) -> Response {
+/// What a request to the API asked, as the answer needs it.
+struct Asked<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    key: Option<&'a str>,
+    body: &'a Bytes,
+}
+
+async fn answer(shared: &Shared, config: &MockConfig, fate: Fate, request: &Asked<'_>) -> Response {
     match fate {
         // An outage is a dead dependency: answer at once, no latency.
         Fate::Outage => error(StatusCode::SERVICE_UNAVAILABLE, "outage"),
@@ -257,7 +265,7 @@ async fn answer(
                 Fate::RateLimited => too_many(config.retry_after_secs, "rate limit exceeded"),
                 Fate::Random429 => too_many(config.retry_after_secs, "throttled"),
                 Fate::Random503 => error(StatusCode::SERVICE_UNAVAILABLE, "injected error"),
-                _ => echo(method, uri, key, body),
+                _ => by_path(request),
             }
         }
     }
@@ -285,18 +293,73 @@ fn too_many(retry_after_secs: u64, message: &str) -> Response {
     response
 }
 
-fn echo(method: &Method, uri: &Uri, key: Option<&str>, body: &Bytes) -> Response {
+/// The answer a path asks for (see the crate's docs): `/status/<code>/…` that status,
+/// `/plain/…` a text answer, anything else the echo.
+fn by_path(request: &Asked<'_>) -> Response {
+    let path = request.uri.path();
+    if let Some(rest) = path.strip_prefix("/status/") {
+        let code = rest.split('/').next().unwrap_or_default();
+        return match code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+            Some(status) if status.is_success() => {
+                let mut response = echo(request);
+                *response.status_mut() = status;
+                response
+            }
+            Some(status) => (
+                status,
+                Json(json!({ "ok": false, "error": "the status the path asked for", "status": status.as_u16() })),
+            )
+                .into_response(),
+            None => error(StatusCode::BAD_REQUEST, "/status/<code>: not a status code"),
+        };
+    }
+    if path.starts_with("/plain/") {
+        let text = format!("plain answer to {} {path}\n", request.method);
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response();
+    }
+    echo(request)
+}
+
+/// 200 with what the request was: method, path, query, idempotency key, body (as JSON when it
+/// is JSON, else as text), Content-Type and User-Agent; headers `X-Mock-Path` and an `ETag` of
+/// the body's length, for clients that keep response headers.
+fn echo(request: &Asked<'_>) -> Response {
+    let body = request.body;
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let payload = json!({
+    let mut payload = json!({
         "ok": true,
-        "method": method.as_str(),
-        "path": uri.path(),
-        "query": uri.query(),
-        "key": key,
+        "method": request.method.as_str(),
+        "path": request.uri.path(),
+        "query": request.uri.query(),
+        "key": request.key,
         "body_len": body.len(),
         "echo": parsed,
     });
-    (StatusCode::OK, Json(payload)).into_response()
+    let text = |name| {
+        (request.headers.get(name))
+            .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+    };
+    if let Some(ct) = text(header::CONTENT_TYPE) {
+        payload["content_type"] = ct;
+    }
+    if let Some(ua) = text(header::USER_AGENT) {
+        payload["user_agent"] = ua;
+    }
+    if payload["echo"].is_null() && !body.is_empty() {
+        payload["body_text"] = Value::String(String::from_utf8_lossy(body).into_owned());
+    }
+    let mut response = (StatusCode::OK, Json(payload)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(path) = HeaderValue::from_str(request.uri.path()) {
+        headers.insert("x-mock-path", path);
+    }
+    headers.insert(header::ETAG, HeaderValue::from(body.len()));
+    response
 }
 
 #[cfg(test)]

@@ -7,6 +7,14 @@
 //! counts, throughput per 100 ms window, idempotency-key reuse and duplicate
 //! successes, accepted and refused credentials).
 //!
+//! What the API answers (when no fault is injected) depends on the path:
+//! - `/status/<code>/…` → that status: a 2xx carries the echo, any other a small
+//!   JSON error body (for clients' success, retry and permanent rules);
+//! - `/plain/…` → 200 with a `text/plain` body (an answer that is not JSON);
+//! - anything else → 200 with the echo: method, path, query, idempotency key,
+//!   the body (`echo` when it is JSON, `body_text` when not), `content_type`
+//!   and `user_agent`; headers `X-Mock-Path` and `ETag` (the body's length).
+//!
 //! Control endpoints (not counted in the stats):
 //! - `GET /_mock/stats` → [`MockStats`]
 //! - `GET /_mock/config` → [`MockConfig`]

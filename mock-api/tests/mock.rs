@@ -29,15 +29,45 @@ async fn echoes_request_details_with_200() {
     let expected = json!({
         "ok": true, "method": "POST", "path": "/v1/items/7", "query": "dry=1",
         "key": "k-7", "body_len": body.len(), "echo": {"id": 7, "name": "x"},
+        "content_type": "application/json",
     });
     assert_eq!(resp.json(), expected);
+    assert_eq!(resp.header("x-mock-path"), Some("/v1/items/7"));
+    assert_eq!(resp.header("etag"), Some(body.len().to_string().as_str()));
 
     let plain = send(api.addr(), "PUT", "/x", &[], b"not json").await.json();
     assert_eq!(plain["echo"], Value::Null);
     assert_eq!(plain["key"], Value::Null);
     assert_eq!(plain["query"], Value::Null);
     assert_eq!(plain["body_len"], 8);
+    assert_eq!(plain["body_text"], "not json");
     assert_eq!(api.stats().status(200), 2);
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_path_asks_for_a_status_or_a_text_answer() {
+    let api = start(MockConfig::default()).await;
+    let missing = send(api.addr(), "GET", "/status/404/users/9", &[], b"").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["status"], 404);
+    let created = send(api.addr(), "POST", "/status/201/x", &[], b"{\"a\":1}").await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.json()["echo"], json!({"a": 1}));
+    let bad = send(api.addr(), "GET", "/status/abc", &[], b"").await;
+    assert_eq!(bad.status, 400);
+    let plain = send(api.addr(), "GET", "/plain/a", &[], b"").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(plain.body, b"plain answer to GET /plain/a\n");
+    let stats = api.stats();
+    assert_eq!(
+        (stats.status(404), stats.status(201), stats.status(200)),
+        (1, 1, 1)
+    );
     api.shutdown().await;
 }
 

@@ -19,4 +19,5 @@ mod replay;
 mod resilience;
 mod secret_source;
 mod secrets;
+mod shaping;
 mod token_store;

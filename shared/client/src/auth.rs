@@ -101,6 +101,20 @@ impl Credential {
         body
     }
 
+    /// Every header value that holds a copy of the credential, scrubbed as [`Self::scrub`]
+    /// does a body: results keep the headers that `response.keep_headers` names.
+    pub(crate) fn scrub_headers(&self, headers: &mut ::http::HeaderMap) {
+        for value in headers.values_mut() {
+            let bytes = bytes::Bytes::copy_from_slice(value.as_bytes());
+            let scrubbed = self.scrub(bytes.clone());
+            if scrubbed != bytes
+                && let Ok(v) = ::http::HeaderValue::from_bytes(&scrubbed)
+            {
+                *value = v;
+            }
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn value(&self) -> &str {
         match &self.placement {
@@ -295,6 +309,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use fanout_core::response::StatusRules;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
@@ -332,6 +347,7 @@ mod tests {
                 backoff_base: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
                 retry_after_max: Duration::from_secs(1),
+                statuses: StatusRules::default(),
             },
             Arc::new(TpsBudget::new(Duration::from_secs(10), 100, 1.0)),
             Arc::new(ClientCounters::default()),
@@ -369,6 +385,7 @@ mod tests {
                 backoff_base: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
                 retry_after_max: Duration::from_secs(1),
+                statuses: StatusRules::default(),
             },
             // No budget for retries: the renewal must not need any.
             Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.0)),
@@ -539,6 +556,17 @@ mod tests {
         assert_eq!(&c.scrub(body)[..], b"{\"authorization\":\"<redacted>\"}");
         let clean = bytes::Bytes::from_static(b"{\"ok\":true}");
         assert_eq!(c.scrub(clean.clone()), clean);
+    }
+
+    #[test]
+    fn an_echoed_credential_is_scrubbed_from_the_headers() {
+        let c = Credential::bearer("tok").unwrap();
+        let mut headers = ::http::HeaderMap::new();
+        headers.insert("x-echo-auth", "Bearer tok".parse().unwrap());
+        headers.insert("etag", "\"v1\"".parse().unwrap());
+        c.scrub_headers(&mut headers);
+        assert_eq!(headers["x-echo-auth"], "<redacted>");
+        assert_eq!(headers["etag"], "\"v1\"");
     }
 
     #[tokio::test]

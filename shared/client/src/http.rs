@@ -104,8 +104,13 @@ async fn send(
         }
     }
     let truncated = seen > body.len();
+    // Taken, not copied: `response.keep_headers` picks from them later.
+    let mut headers = std::mem::take(response.headers_mut());
     let body = match &call.credential {
-        Some(c) => c.scrub(body.freeze()),
+        Some(c) => {
+            c.scrub_headers(&mut headers);
+            c.scrub(body.freeze())
+        }
         None => body.freeze(),
     };
     Ok(ApiResponse {
@@ -114,6 +119,7 @@ async fn send(
         body,
         retry_after,
         credential_renewed: false,
+        headers,
     })
 }
 

@@ -110,6 +110,8 @@ pub struct ApiResponse {
     /// A 401 after which the credential source has another credential: the retry layer sends
     /// the attempt once more with it.
     pub credential_renewed: bool,
+    /// The response's headers (any copy of the credential scrubbed).
+    pub headers: ::http::HeaderMap,
 }
 
 impl ApiResponse {
@@ -120,13 +122,9 @@ impl ApiResponse {
             truncated: false,
             retry_after: None,
             credential_renewed: false,
+            headers: ::http::HeaderMap::new(),
         }
     }
-}
-
-/// Statuses a later attempt can fix: the API was throttling or briefly unavailable.
-pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 502 | 503 | 504)
 }
 
 /// Why a call or an attempt failed without a response.

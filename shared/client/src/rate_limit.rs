@@ -155,6 +155,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use fanout_core::response::StatusRules;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use futures::future::join_all;
@@ -201,6 +202,7 @@ mod tests {
                 backoff_base: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
                 retry_after_max: Duration::from_secs(1),
+                statuses: StatusRules::default(),
             },
             Arc::new(TpsBudget::new(Duration::from_secs(10), 100, 1.0)),
             counters.clone(),

@@ -1,6 +1,7 @@
 //! Retry: a [`tower::retry::Policy`] for [`tower::retry::Retry`].
 //!
-//! Only what a later attempt can fix is retried: connect errors, timeouts, 429 and 502/503/504,
+//! Only what a later attempt can fix is retried: connect errors, timeouts, the statuses of
+//! `client.retry_statuses` (429 and 502/503/504 by default) less `client.permanent_statuses`,
 //! and a rate-limit token that could not be leased (the fleet's DynamoDB table throttled or out
 //! of reach for a moment: no request went out, and a record must not fail for it).
 //! The wait is the Retry-After the API asked for (capped, plus a little jitter so a fleet told
@@ -28,8 +29,9 @@ use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use super::{ApiCall, ApiResponse, ClientCounters, ClientError, LastAttempt, is_retryable_status};
+use super::{ApiCall, ApiResponse, ClientCounters, ClientError, LastAttempt};
 use fanout_core::config::ClientConfig;
+use fanout_core::response::StatusRules;
 
 /// How long a budget deposit counts.
 const BUDGET_TTL: Duration = Duration::from_secs(10);
@@ -40,6 +42,8 @@ pub struct RetrySettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub retry_after_max: Duration,
+    /// Which statuses are retried (`client.retry_statuses` less `client.permanent_statuses`).
+    pub statuses: StatusRules,
 }
 
 impl RetrySettings {
@@ -49,6 +53,7 @@ impl RetrySettings {
             backoff_base: Duration::from_millis(c.backoff_base_ms),
             backoff_max: Duration::from_millis(c.backoff_max_ms),
             retry_after_max: Duration::from_millis(c.retry_after_max_ms),
+            statuses: StatusRules::from_config(c),
         }
     }
 }
@@ -149,7 +154,7 @@ impl Policy<ApiCall, ApiResponse, ClientError> for RetryPolicy {
                 let wait = *retry_in + self.jitter();
                 return Self::sleep_within(call.deadline, wait);
             }
-            Ok(r) if is_retryable_status(r.status) => r.retry_after,
+            Ok(r) if self.settings.statuses.is_retried(r.status) => r.retry_after,
             Err(
                 ClientError::Connect(_) | ClientError::Timeout { .. } | ClientError::RateLimit(_),
             ) => None,
@@ -200,6 +205,7 @@ mod tests {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             retry_after_max: Duration::from_secs(30),
+            statuses: StatusRules::default(),
         }
     }
 
@@ -240,6 +246,23 @@ mod tests {
         assert_eq!(result.status, 200);
         assert_eq!(inner.calls(), 6);
         assert_eq!(counters.retries.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pipelines_status_lists_decide_what_is_retried() {
+        let config: ClientConfig =
+            serde_norway::from_str("{retry_statuses: [5xx, 409], permanent_statuses: [501, 503]}")
+                .unwrap();
+        let mut settings = settings(3);
+        settings.statuses = StatusRules::from_config(&config);
+        for (answer, calls) in [(500, 3), (409, 3), (599, 3), (501, 1), (503, 1), (429, 1)] {
+            let counters = Arc::new(ClientCounters::default());
+            let policy = RetryPolicy::new(settings.clone(), ample(), counters);
+            let inner = Scripted::new(vec![status(answer)]);
+            let result = policy.layer().layer(inner.clone()).oneshot(call()).await;
+            assert_eq!(result.unwrap().status, answer);
+            assert_eq!(inner.calls(), calls, "{answer}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

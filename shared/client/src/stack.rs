@@ -63,6 +63,7 @@ use fanout_core::config::ClientConfig;
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::ports::{SecretSource, SharedTokenStore};
 use fanout_core::request::ApiRequest;
+use fanout_core::response::StatusRules;
 use fanout_core::secret::{Secret, SecretRef};
 
 /// A composed stack, boxed: cheap to clone, one per call.
@@ -281,7 +282,8 @@ impl ClientStackBuilder {
 pub struct ClientStack {
     parts: ClientStackBuilder,
     innermost: Innermost,
-    built: Mutex<Vec<(ClientConfig, ApiService)>>,
+    /// The stack of each config seen, with its status rules (judged on every call).
+    built: Mutex<Vec<(ClientConfig, ApiService, StatusRules)>>,
 }
 
 impl fmt::Debug for ClientStack {
@@ -313,16 +315,21 @@ impl ClientStack {
 
     /// The stack for `config`, built on first use.
     pub fn service(&self, config: &ClientConfig) -> ApiService {
+        self.built_for(config).0
+    }
+
+    fn built_for(&self, config: &ClientConfig) -> (ApiService, StatusRules) {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, service)) = built.iter().find(|(c, _)| c == config) {
-            return service.clone();
+        if let Some((_, service, rules)) = built.iter().find(|(c, ..)| c == config) {
+            return (service.clone(), *rules);
         }
         let service = self.parts.compose((self.innermost)(config), config);
+        let rules = StatusRules::from_config(config);
         if built.len() == MAX_CACHED_CONFIGS {
             built.remove(0);
         }
-        built.push((config.clone(), service.clone()));
-        service
+        built.push((config.clone(), service.clone(), rules));
+        (service, rules)
     }
 }
 
@@ -331,21 +338,27 @@ impl ApiClient for ClientStack {
     async fn call(&self, request: &ApiRequest, policy: &ClientConfig) -> CallOutcome {
         let call = ApiCall::new(request.clone());
         let trace = call.trace.clone();
-        let result = self.service(policy).oneshot(call).await;
-        outcome(result, &trace)
+        let (service, statuses) = self.built_for(policy);
+        let result = service.oneshot(call).await;
+        outcome(result, &trace, &statuses)
     }
 }
 
-fn outcome(result: Result<ApiResponse, ClientError>, trace: &CallTrace) -> CallOutcome {
+fn outcome(
+    result: Result<ApiResponse, ClientError>,
+    trace: &CallTrace,
+    statuses: &StatusRules,
+) -> CallOutcome {
     let (attempts, latency) = (trace.attempts(), trace.last_latency());
     match result {
         Ok(r) => CallOutcome {
-            error: (!(200..300).contains(&r.status)).then(|| format!("HTTP {}", r.status)),
+            error: (!statuses.is_success(r.status)).then(|| format!("HTTP {}", r.status)),
             status: Some(r.status),
             body: r.body,
             body_truncated: r.truncated,
             latency,
             attempts,
+            headers: r.headers,
         },
         Err(e) => CallOutcome {
             status: e.status(),
@@ -354,6 +367,7 @@ fn outcome(result: Result<ApiResponse, ClientError>, trace: &CallTrace) -> CallO
             latency,
             attempts,
             error: Some(e.to_string()),
+            headers: ::http::HeaderMap::new(),
         },
     }
 }
@@ -428,6 +442,23 @@ mod tests {
         let c = stack.counters().snapshot();
         assert_eq!((c.attempts, c.retries), (3, 2));
         assert_eq!(c.concurrency_limit, 64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_is_what_success_statuses_say_and_headers_come_through() {
+        let mut answer = ApiResponse::new(201);
+        answer.headers.insert("etag", "\"e1\"".parse().unwrap());
+        let stack = over(Scripted::new(vec![Ok(answer)]));
+        let out = stack.call(&request(), &config()).await;
+        assert!(out.succeeded(), "{out:?}");
+        assert_eq!(out.headers["etag"], "\"e1\"");
+        let strict = ClientConfig {
+            success_statuses: serde_norway::from_str("[200]").unwrap(),
+            ..config()
+        };
+        let out = stack.call(&request(), &strict).await;
+        assert!(!out.succeeded());
+        assert_eq!((out.error.as_deref(), out.attempts), (Some("HTTP 201"), 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::response::{Expect, StatusRules, StatusSet};
 use crate::stack_defaults::{API_BASE_URL_PLACEHOLDER, StackDefaults};
 use crate::template::{self, BodyTemplate, Template};
 
@@ -182,6 +183,8 @@ pub struct PipelineConfig {
     pub split: SplitConfig,
     #[serde(default)]
     pub job: JobConfig,
+    #[serde(default)]
+    pub response: ResponseConfig,
 }
 
 fn default_version() -> u32 {
@@ -354,6 +357,29 @@ section! {
         rate_limit_burst: u32 = 500, in RATE_LIMIT_BURST;
         /// How the API is authenticated; every credential is a secret reference.
         auth: crate::auth::AuthConfig = crate::auth::AuthConfig::None;
+        /// Statuses that are a success: the record's result is kept. Codes (200), classes
+        /// ("2xx") or ranges ("200-204").
+        success_statuses: StatusSet = StatusSet::success_default();
+        /// Statuses a later attempt may fix: retried up to max_attempts. Any other status that
+        /// is not a success fails its record at once.
+        retry_statuses: StatusSet = StatusSet::retry_default();
+        /// Statuses never retried, even when retry_statuses names them (`retry_statuses:
+        /// ["5xx"]`, `permanent_statuses: [501]`).
+        permanent_statuses: StatusSet = StatusSet::default();
+    }
+}
+
+section! {
+    /// What of a successful answer is kept in results/ ([`crate::response`]).
+    response: pub struct ResponseConfig: Default {
+        /// What the body must be: `any` (kept as JSON when it is JSON, else as text), `json`
+        /// (anything else fails the record) or `text` (kept as text, never parsed).
+        expect: Expect = Expect::Any;
+        /// An RFC 6901 JSON pointer (`/data/0/id`): only that part of a JSON body is kept; a
+        /// body without it fails the record. Implies a JSON body.
+        keep: Option<String> = None;
+        /// Response headers kept in each result, by name.
+        keep_headers: Vec<String> = Vec::new();
     }
 }
 
@@ -798,8 +824,70 @@ impl PipelineConfig {
         if let Some(problem) = rate_limit_name_problem(&self.client.rate_limit_name) {
             errors.push("client.rate_limit_name", problem);
         }
+        self.check_statuses(&mut errors);
+        self.check_response(&mut errors);
         self.split.check_bounds(&mut errors);
         errors.finish()
+    }
+
+    /// Every item of the status lists names statuses, and no status is both a success and
+    /// retried or permanent.
+    fn check_statuses(&self, errors: &mut Errors<'_>) {
+        let c = &self.client;
+        let mut clean = true;
+        for (name, set) in [
+            ("client.success_statuses", &c.success_statuses),
+            ("client.retry_statuses", &c.retry_statuses),
+            ("client.permanent_statuses", &c.permanent_statuses),
+        ] {
+            for (i, message) in set.problems() {
+                clean = false;
+                errors.push(format!("{name}[{i}]"), message);
+            }
+        }
+        if c.success_statuses.0.is_empty() {
+            errors.push(
+                "client.success_statuses",
+                "names no status: no call could succeed",
+            );
+        }
+        if let Some((status, field)) = clean
+            .then(|| StatusRules::from_config(c).contradiction())
+            .flatten()
+        {
+            errors.push(
+                field,
+                format!(
+                    "{status} is also in client.success_statuses: a status is one or the other"
+                ),
+            );
+        }
+    }
+
+    /// The JSON pointer, its agreement with `expect`, and the header names.
+    fn check_response(&self, errors: &mut Errors<'_>) {
+        let r = &self.response;
+        r.check_bounds(errors);
+        if let Some(pointer) = &r.keep {
+            if let Some(problem) = crate::response::pointer_problem(pointer) {
+                errors.push("response.keep", problem);
+            }
+            if r.expect == Expect::Text {
+                errors.push(
+                    "response.keep",
+                    "points into a JSON body, but response.expect is text",
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, name) in r.keep_headers.iter().enumerate() {
+            let field = format!("response.keep_headers[{i}]");
+            if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(field, format!("{name:?} is not a valid header name"));
+            } else if !seen.insert(name.to_ascii_lowercase()) {
+                errors.push(field, format!("{name:?} is named twice"));
+            }
+        }
     }
 
     /// The body keys (one at most), the text body's Content-Type, the query names and the
@@ -1184,6 +1272,7 @@ request:
     /// Today's defaults, spelled out: a change to any declared default fails here.
     #[test]
     fn minimal_config_has_todays_defaults() {
+        use crate::response::StatusSpec;
         let minimal = "input: { format: jsonl }\nrequest: { url: \"https://h/x\" }\n";
         let c = PipelineConfig::from_yaml("p.yaml", minimal).unwrap();
         let expected = PipelineConfig {
@@ -1227,6 +1316,9 @@ request:
                 rate_limit_per_sec: 5_000,
                 rate_limit_burst: 500,
                 auth: crate::auth::AuthConfig::None,
+                success_statuses: StatusSet(vec![StatusSpec::Text("2xx".into())]),
+                retry_statuses: StatusSet([429, 502, 503, 504].map(StatusSpec::Code).to_vec()),
+                permanent_statuses: StatusSet(vec![]),
             },
             split: SplitConfig {
                 chunk_bytes: 4 << 20,
@@ -1234,6 +1326,11 @@ request:
             job: JobConfig {
                 tolerated_failure_count: None,
                 tolerated_failure_percent: None,
+            },
+            response: ResponseConfig {
+                expect: Expect::Any,
+                keep: None,
+                keep_headers: vec![],
             },
         };
         assert_eq!(c, expected);
@@ -1323,6 +1420,7 @@ request:
             good.client.bounded(),
             good.split.bounded(),
             good.job.bounded(),
+            good.response.bounded(),
         ]
         .into_iter()
         .flatten()
@@ -1455,5 +1553,55 @@ request:
         )
         .unwrap_err();
         assert!(e.to_string().contains("request.content_type"), "{e}");
+    }
+
+    #[test]
+    fn status_lists_and_response_keys_name_their_field() {
+        let base = "input: {format: jsonl}\nrequest: {url: 'http://h/x'}\n";
+        let e = errors_of(&format!(
+            "{base}client: {{success_statuses: [2xx, 700], retry_statuses: [5xx, nope], \
+             permanent_statuses: ['500-4']}}\nresponse: {{keep: data, keep_headers: [ETag, etag, 'bad name']}}\n"
+        ));
+        let fields: Vec<&str> = e.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "client.success_statuses[1]",
+                "client.retry_statuses[1]",
+                "client.permanent_statuses[0]",
+                "response.keep",
+                "response.keep_headers[1]",
+                "response.keep_headers[2]",
+            ],
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{base}client: {{success_statuses: ['200-404'], retry_statuses: [429, 404]}}\n"
+        ));
+        assert_eq!(e.field, "client.retry_statuses");
+        assert!(
+            e.message.contains("404 is also in client.success_statuses"),
+            "{e}"
+        );
+        let e = error_of(&format!("{base}response: {{expect: text, keep: /a}}\n"));
+        assert_eq!(e.field, "response.keep");
+        let e = error_of(&format!("{base}client: {{success_statuses: []}}\n"));
+        assert_eq!(e.field, "client.success_statuses");
+        let e = errors_of(&format!("{base}response: {{expect: xml}}\n"));
+        assert!(e.to_string().contains("expect"), "{e}");
+        let ok = PipelineConfig::from_yaml(
+            "p.yaml",
+            &format!(
+                "{base}client: {{success_statuses: [200, '202-204'], retry_statuses: [5xx], \
+                 permanent_statuses: [501]}}\nresponse: {{expect: json, keep: /data/0, keep_headers: [ETag]}}\n"
+            ),
+        )
+        .unwrap();
+        let rules = StatusRules::from_config(&ok.client);
+        assert!(rules.is_success(203) && !rules.is_success(201));
+        assert!(rules.is_retried(500) && !rules.is_retried(501) && !rules.is_retried(429));
+        // The config round-trips through JSON (the ledger keeps a job's config so).
+        let json = serde_json::to_string(&ok).unwrap();
+        assert_eq!(serde_json::from_str::<PipelineConfig>(&json).unwrap(), ok);
     }
 }

@@ -9,6 +9,7 @@
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
 //! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
 //! | [`request`] | a record rendered into an HTTP request |
+//! | [`response`] | what a status means (success, retry, final) and what of an answer is kept |
 //! | [`secret`] | where a secret lives (a config's reference) and its value, which never prints |
 //! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
 //! | [`manifest`] | a unit of work on the queue, and every object key of a job |
@@ -47,6 +48,7 @@ pub mod ranged_body;
 pub mod rate_override;
 pub mod record;
 pub mod request;
+pub mod response;
 pub mod secret;
 pub mod stack_defaults;
 pub mod summary;

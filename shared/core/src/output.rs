@@ -1,11 +1,14 @@
 //! The lines written to results/, failed/ and rejected/, and their JSON Lines files.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::ports::CallOutcome;
+use crate::response::KeptBody;
 
-/// A record whose call succeeded (2xx).
+/// A record whose call succeeded (a status of `client.success_statuses`, 2xx by default).
 #[derive(Debug, Serialize)]
 pub struct ResultLine {
     /// Byte offset of the record in the input object: its identity within the job.
@@ -13,13 +16,18 @@ pub struct ResultLine {
     pub status: u16,
     pub latency_ms: f64,
     pub attempts: u32,
-    /// The response body as JSON when it is JSON (and complete), otherwise as text.
+    /// The response body as JSON when it is JSON (and complete), otherwise as text; only the
+    /// part `response.keep` points at when it is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_text: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub response_truncated: bool,
+    /// The response headers of `response.keep_headers` that the answer had (lowercase names;
+    /// repeated headers joined with ", ").
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A record whose call failed after all attempts; carries the record for replay.
@@ -49,23 +57,34 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 impl ResultLine {
+    /// The whole response as received (see [`KeptBody::as_received`]).
     pub fn new(offset: u64, out: &CallOutcome) -> Self {
-        let parsed = (!out.body_truncated)
-            .then(|| serde_json::from_slice::<Value>(&out.body).ok())
-            .flatten();
-        let text = match &parsed {
-            Some(_) => None,
-            None if out.body.is_empty() => None,
-            None => Some(String::from_utf8_lossy(&out.body).into_owned()),
+        Self::with_body(offset, out, KeptBody::as_received(out), BTreeMap::new())
+    }
+
+    /// With the part of the body and the headers that the pipeline keeps
+    /// ([`crate::response::ResponseShaper`]).
+    pub fn with_body(
+        offset: u64,
+        out: &CallOutcome,
+        body: KeptBody,
+        headers: BTreeMap<String, String>,
+    ) -> Self {
+        let (response, response_text, response_truncated) = match body {
+            KeptBody::Empty => (None, None, false),
+            KeptBody::Json(v) => (Some(v), None, false),
+            KeptBody::Text(t) => (None, Some(t), false),
+            KeptBody::Truncated(t) => (None, Some(t), true),
         };
         Self {
             offset,
             status: out.status.unwrap_or_default(),
             latency_ms: ms(out.latency),
             attempts: out.attempts,
-            response: parsed,
-            response_text: text,
-            response_truncated: out.body_truncated,
+            response,
+            response_text,
+            response_truncated,
+            headers,
         }
     }
 }

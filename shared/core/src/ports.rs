@@ -129,7 +129,7 @@ pub trait LedgerRepair: Send + Sync {
 }
 
 /// What one record's API call came to, after all attempts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallOutcome {
     /// Final HTTP status, if a response came back.
     pub status: Option<u16>,
@@ -138,13 +138,19 @@ pub struct CallOutcome {
     /// Latency of the last attempt.
     pub latency: Duration,
     pub attempts: u32,
-    /// Why the call failed, if it did (transport error or non-2xx status).
+    /// Why the call failed, if it did (a transport error, or a status that is not one of
+    /// `client.success_statuses`).
     pub error: Option<String>,
+    /// The final response's headers (empty without a response); `response.keep_headers` picks
+    /// from them.
+    pub headers: http::HeaderMap,
 }
 
 impl CallOutcome {
+    /// A response came back and the client judged it a success (its status is one of
+    /// `client.success_statuses`).
     pub fn succeeded(&self) -> bool {
-        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+        self.error.is_none() && self.status.is_some()
     }
 }
 

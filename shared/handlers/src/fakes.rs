@@ -899,6 +899,7 @@ impl ApiClient for ScriptedApi {
                 latency: self.delay,
                 attempts: 1,
                 error: (!(200..300).contains(&status)).then(|| format!("HTTP {status}")),
+                headers: Default::default(),
             },
             Answer::Error(e) => CallOutcome {
                 status: None,
@@ -907,6 +908,7 @@ impl ApiClient for ScriptedApi {
                 latency: self.delay,
                 attempts: 1,
                 error: Some(e),
+                headers: Default::default(),
             },
         }
     }

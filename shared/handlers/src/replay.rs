@@ -23,9 +23,9 @@ use crate::worker::{self, Handled, WorkerDeps};
 use fanout_core::config::{InputFormat, PipelineConfig};
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, keys};
-use fanout_core::output::{FailedLine, ResultLine};
 use fanout_core::ports::{DeadLetterQueue, LedgerRepair};
 use fanout_core::request::compile;
+use fanout_core::response::{ResponseShaper, Shaped};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
@@ -266,36 +266,21 @@ async fn replay_unit(
             .collect()
             .await;
     let mut still_failed = Vec::new();
+    let shaper = ResponseShaper::from_config(&config.response);
     for (offset, record, outcome) in outcomes {
         report.replayed += 1;
-        match outcome {
-            Ok(out) if out.succeeded() => {
+        let out = outcome.unwrap_or_else(|reason| fanout_core::ports::CallOutcome {
+            error: Some(reason),
+            ..Default::default()
+        });
+        match shaper.shape(offset, record.as_bytes(), &out) {
+            Shaped::Result(line) => {
                 report.now_succeeded += 1;
-                results.push(serde_json::to_value(ResultLine::new(offset, &out))?);
+                results.push(serde_json::to_value(line)?);
             }
-            Ok(out) => {
+            Shaped::Failed(line) => {
                 report.still_failed += 1;
-                still_failed.push(serde_json::to_value(FailedLine::new(
-                    offset,
-                    record.as_bytes(),
-                    &out,
-                ))?);
-            }
-            Err(reason) => {
-                report.still_failed += 1;
-                let line = serde_json::to_value(FailedLine::new(
-                    offset,
-                    record.as_bytes(),
-                    &fanout_core::ports::CallOutcome {
-                        status: None,
-                        body: bytes::Bytes::new(),
-                        body_truncated: false,
-                        latency: std::time::Duration::ZERO,
-                        attempts: 0,
-                        error: Some(reason),
-                    },
-                ))?;
-                still_failed.push(line);
+                still_failed.push(serde_json::to_value(line)?);
             }
         }
     }

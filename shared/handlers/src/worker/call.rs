@@ -9,6 +9,7 @@ use fanout_core::continuation::StopTimes;
 use fanout_core::latency;
 use fanout_core::output::{FailedLine, ResultLine};
 use fanout_core::ports::{ApiClient, CallOutcome};
+use fanout_core::response::{ResponseShaper, Shaped};
 
 use super::read::Pending;
 
@@ -20,7 +21,8 @@ pub(super) struct Calls {
     pub(super) histogram: Histogram<u64>,
 }
 
-/// Takes the records the reader hands over (`rx`) and gives their outcomes as [`Calls`]: each one
+/// Takes the records the reader hands over (`rx`) and gives their outcomes as [`Calls`], each
+/// shaped into its line by `shaper` (the pipeline's `response` section): each one
 /// is called with `policy.concurrency` in flight, or with `drain` (a stopped job) not called at
 /// all but failed with `drain` as its error. At the hard stop the calls still in flight are
 /// abandoned (they are not in the result, so the cut falls before them) and dropping `rx` stops
@@ -29,6 +31,7 @@ pub(super) async fn call_records(
     rx: mpsc::Receiver<Pending>,
     api: &dyn ApiClient,
     policy: &ClientConfig,
+    shaper: &ResponseShaper,
     drain: Option<&str>,
     stop: Option<&StopTimes>,
 ) -> Calls {
@@ -63,10 +66,9 @@ pub(super) async fn call_records(
         if outcome.attempts > 0 {
             histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
         }
-        if outcome.succeeded() {
-            ok.push((p.offset, ResultLine::new(p.offset, &outcome)));
-        } else {
-            failed.push((p.offset, FailedLine::new(p.offset, &p.raw, &outcome)));
+        match shaper.shape(p.offset, &p.raw, &outcome) {
+            Shaped::Result(line) => ok.push((p.offset, line)),
+            Shaped::Failed(line) => failed.push((p.offset, line)),
         }
     }
     Calls {
@@ -79,11 +81,7 @@ pub(super) async fn call_records(
 /// The outcome of a record not sent because its job was stopped.
 fn not_attempted(reason: &str) -> CallOutcome {
     CallOutcome {
-        status: None,
-        body: bytes::Bytes::new(),
-        body_truncated: false,
-        latency: std::time::Duration::ZERO,
-        attempts: 0,
         error: Some(reason.to_string()),
+        ..CallOutcome::default()
     }
 }

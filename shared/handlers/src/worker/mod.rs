@@ -33,6 +33,7 @@ use fanout_core::ledger::{ManifestRecord, now_ms};
 use fanout_core::manifest::Manifest;
 use fanout_core::ports::{ApiClient, JobLedger, ManifestClaims, ManifestQueue, ObjectStore};
 use fanout_core::request::compile;
+use fanout_core::response::ResponseShaper;
 
 mod after;
 mod call;
@@ -305,7 +306,8 @@ pub async fn process_manifest(
         }
         tally
     };
-    let calling = call::call_records(rx, deps.api.as_ref(), policy, drain, stop);
+    let shaper = ResponseShaper::from_config(&m.config.response);
+    let calling = call::call_records(rx, deps.api.as_ref(), policy, &shaper, drain, stop);
     let (tally, calls) = tokio::join!(reading, calling);
     let committed = commit::commit(m, deps, tally?, calls, started).await?;
     after::after(m, deps, &committed).await?;

@@ -1,0 +1,266 @@
+//! Request and response shaping end to end (issue 16): what a pipeline sends (form and text
+//! bodies, query parameters, User-Agent) arrives at the API as sent; the status lists decide what
+//! succeeds, what is retried and what fails at once; `response.keep` stores only its part,
+//! `response.keep_headers` the headers named; an answer that is not JSON where JSON is expected
+//! fails its record with the reason, and the job goes on.
+
+use std::collections::BTreeMap;
+
+use fanout_cli::local::RunReport;
+use fanout_core::ledger::JobStatus;
+use integration_tests::{MockApi, MockConfig, TestStack, offsets, stack};
+use serde_json::{Value, json};
+
+/// Names with what form and text encodings must get right: spaces, `&`, `=`, `+`, `%`, quotes,
+/// non-ASCII.
+fn name(i: u64) -> String {
+    [
+        "Zoë O'Neil & co",
+        "a+b=c",
+        "100% \"sure\"",
+        "plain",
+        "東京 #1",
+    ][i as usize % 5]
+        .to_string()
+        + &format!(" {i}")
+}
+
+fn jsonl(records: impl Iterator<Item = Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, &r).unwrap();
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Every record accounted for once: results + failed (+ rejected) = input.
+fn reconciled(report: &RunReport, records: u64) -> (u64, u64) {
+    let job = report.job.as_ref().expect("a job");
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let s = report.summary.as_ref().expect("a summary");
+    assert!(s.reconciled, "{s:?}");
+    assert_eq!(s.input_records, records, "{s:?}");
+    assert_eq!(s.succeeded + s.failed + s.rejected, records, "{s:?}");
+    (s.succeeded, s.failed)
+}
+
+async fn lines_by_offset(ts: &TestStack, prefix: &str) -> BTreeMap<u64, Value> {
+    let lines = ts.lines(prefix).await;
+    let by: BTreeMap<u64, Value> = offsets(&lines).into_iter().zip(lines).collect();
+    by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_and_text_bodies_arrive_as_sent_and_headers_are_kept() {
+    let ts = stack("shaping_bodies").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let base = api.base_url();
+    let records = 40u64;
+    let data = jsonl((0..records).map(|i| json!({"id": i, "name": name(i)})));
+
+    // A form body, query parameters and a User-Agent; the whole echo kept, with two headers.
+    let form = format!(
+        "input: {{format: jsonl}}\n\
+         request:\n  method: POST\n  url: \"{base}/form/{{id}}\"\n  \
+         form: {{name: \"{{name}}\", note: \"id={{id}}&more\"}}\n  \
+         query: {{who: \"{{name}}\", src: e2e}}\n  user_agent: shaping-test/1.0\n\
+         response: {{expect: json, keep_headers: [ETag, X-Mock-Path]}}\n\
+         split: {{chunk_bytes: 400}}\n"
+    );
+    let report = ts
+        .run(ts.upload("form", &form, "in.jsonl", &data).await, 2)
+        .await;
+    assert_eq!(reconciled(&report, records), (records, 0));
+    let job = report.job_id.clone().unwrap();
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    assert_eq!(results.len() as u64, records);
+    for (i, line) in results.values().enumerate() {
+        let i = i as u64;
+        let echo = &line["response"];
+        let sent = echo["body_text"].as_str().expect("a form body is not JSON");
+        let fields: BTreeMap<String, String> = url::form_urlencoded::parse(sent.as_bytes())
+            .into_owned()
+            .collect();
+        let want: BTreeMap<String, String> = [
+            ("name".to_string(), name(i)),
+            ("note".to_string(), format!("id={i}&more")),
+        ]
+        .into();
+        assert_eq!(fields, want, "record {i}: {sent}");
+        assert_eq!(echo["content_type"], "application/x-www-form-urlencoded");
+        assert_eq!(echo["user_agent"], "shaping-test/1.0");
+        assert_eq!(echo["path"], format!("/form/{i}"));
+        let query: BTreeMap<String, String> =
+            url::form_urlencoded::parse(echo["query"].as_str().unwrap().as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(query["who"], name(i), "{echo}");
+        assert_eq!(query["src"], "e2e");
+        // The headers kept, and only those.
+        let headers = line["headers"].as_object().expect("kept headers");
+        assert_eq!(headers.len(), 2, "{line}");
+        assert_eq!(headers["etag"], sent.len().to_string());
+        assert_eq!(headers["x-mock-path"], format!("/form/{i}"));
+    }
+
+    // A text body with its Content-Type; the pointer keeps only what the API saw.
+    let text = format!(
+        "input: {{format: jsonl}}\n\
+         request:\n  method: PUT\n  url: \"{base}/text/{{id}}\"\n  \
+         text: \"{{id}};{{name}};end\\n\"\n  content_type: text/csv\n\
+         response: {{keep: /body_text}}\n\
+         split: {{chunk_bytes: 400}}\n"
+    );
+    let report = ts
+        .run(ts.upload("text", &text, "in.jsonl", &data).await, 2)
+        .await;
+    assert_eq!(reconciled(&report, records), (records, 0));
+    let job = report.job_id.clone().unwrap();
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    for (i, line) in results.values().enumerate() {
+        assert_eq!(
+            line["response"],
+            format!("{i};{};end\n", name(i as u64)),
+            "{line}"
+        );
+        assert!(line.get("headers").is_none(), "{line}");
+    }
+    assert_eq!(
+        api.stats().total_requests,
+        2 * records,
+        "one call per record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_decide_success_retry_and_final_failure() {
+    let ts = stack("shaping_statuses").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let base = api.base_url();
+    // Six statuses, ten records each. 200 succeeds; 201 is not in success_statuses and not
+    // retried; 404 and 422 are final by default; 500 is retried (5xx), 501 carved out.
+    let codes = [200u16, 201, 404, 422, 500, 501];
+    let records = 60u64;
+    let data = jsonl((0..records).map(|i| json!({"id": i, "code": codes[i as usize % 6]})));
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{method: POST, url: \"{base}/status/{{code}}/items/{{id}}\", body: {{id: \"{{id}}\"}}}}\n\
+         client: {{max_attempts: 3, backoff_base_ms: 1, backoff_max_ms: 5, \
+           retry_budget_percent: 1000, retry_budget_min_per_sec: 1000, \
+           breaker_failure_rate: 1.0, breaker_min_calls: 1000000, \
+           success_statuses: [200], retry_statuses: [5xx], permanent_statuses: [501]}}\n\
+         response: {{keep: /echo/id}}\n\
+         split: {{chunk_bytes: 300}}\n"
+    );
+    let report = ts
+        .run(ts.upload("statuses", &yaml, "in.jsonl", &data).await, 2)
+        .await;
+    assert_eq!(reconciled(&report, records), (10, 50));
+    let job = report.job_id.clone().unwrap();
+
+    // The mock counted one attempt per final status and three per retried one.
+    let stats = api.stats();
+    let by_status: BTreeMap<u16, u64> = codes.iter().map(|c| (*c, stats.status(*c))).collect();
+    let want: BTreeMap<u16, u64> = [
+        (200, 10),
+        (201, 10),
+        (404, 10),
+        (422, 10),
+        (500, 30),
+        (501, 10),
+    ]
+    .into();
+    assert_eq!(by_status, want);
+    assert_eq!(stats.total_requests, 80);
+
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    assert_eq!(results.len(), 10);
+    // Only the part the pointer names: the id the API echoed, of the records sent to /status/200.
+    let ids: Vec<u64> = (results.values())
+        .map(|l| {
+            assert_eq!(l["status"], 200);
+            l["response"].as_u64().unwrap_or_else(|| panic!("{l}"))
+        })
+        .collect();
+    assert_eq!(ids, (0..records).step_by(6).collect::<Vec<_>>());
+    let failed = ts.lines(&format!("failed/{job}/")).await;
+    assert_eq!(failed.len(), 50);
+    for line in &failed {
+        let record: Value = serde_json::from_str(line["record"].as_str().unwrap()).unwrap();
+        let code = record["code"].as_u64().unwrap();
+        assert_eq!(line["status"], code, "{line}");
+        assert_eq!(line["error"], format!("HTTP {code}"), "{line}");
+        let attempts = if code == 500 { 3 } else { 1 };
+        assert_eq!(line["attempts"], attempts, "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_json_fails_its_record_with_the_reason() {
+    let ts = stack("shaping_not_json").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let base = api.base_url();
+    // Every third record's path answers text/plain; the others echo JSON, of which the pointer
+    // keeps the id; every fifth record's body has no `id`, so the pointer finds nothing.
+    let records = 30u64;
+    let data = jsonl((0..records).map(|i| {
+        let kind = if i % 3 == 0 { "plain" } else { "items" };
+        let body_key = if i % 5 == 0 { "other" } else { "id" };
+        json!({"id": i, "kind": kind, "key": body_key})
+    }));
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{method: POST, url: \"{base}/{{kind}}/{{id}}\", text: '{{{{\"{{key}}\": {{id}}}}}}', \
+           content_type: application/json}}\n\
+         client: {{max_attempts: 3}}\n\
+         response: {{expect: json, keep: /echo/id}}\n\
+         split: {{chunk_bytes: 250}}\n"
+    );
+    let report = ts
+        .run(ts.upload("notjson", &yaml, "in.jsonl", &data).await, 2)
+        .await;
+    let plain = (0..records).filter(|i| i % 3 == 0).count() as u64;
+    let no_id = (0..records).filter(|i| i % 3 != 0 && i % 5 == 0).count() as u64;
+    let (succeeded, failed) = reconciled(&report, records);
+    assert_eq!(
+        (succeeded, failed),
+        (records - plain - no_id, plain + no_id)
+    );
+    // A 200 that is not what was expected is not retried: one call per record.
+    assert_eq!(api.stats().total_requests, records);
+
+    let job = report.job_id.clone().unwrap();
+    for line in ts.lines(&format!("failed/{job}/")).await {
+        let record: Value = serde_json::from_str(line["record"].as_str().unwrap()).unwrap();
+        let error = line["error"].as_str().unwrap();
+        if record["kind"] == "plain" {
+            assert!(
+                error.starts_with(
+                    "the response is not JSON (Content-Type text/plain; charset=utf-8): "
+                ),
+                "{line}"
+            );
+            assert!(
+                line["response_text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("plain answer")
+            );
+        } else {
+            assert_eq!(
+                error,
+                "the response has nothing at \"/echo/id\" (response.keep)"
+            );
+        }
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["attempts"], 1);
+    }
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    let ids: Vec<u64> = results
+        .values()
+        .map(|l| l["response"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (0..records).filter(|i| i % 3 != 0 && i % 5 != 0).collect();
+    assert_eq!(ids, want);
+}
