@@ -265,7 +265,7 @@ async fn answer(shared: &Shared, config: &MockConfig, fate: Fate, request: &Aske
                 Fate::RateLimited => too_many(config.retry_after_secs, "rate limit exceeded"),
                 Fate::Random429 => too_many(config.retry_after_secs, "throttled"),
                 Fate::Random503 => error(StatusCode::SERVICE_UNAVAILABLE, "injected error"),
-                _ => by_path(request),
+                _ => by_path(shared, config, request),
             }
         }
     }
@@ -295,8 +295,11 @@ fn too_many(retry_after_secs: u64, message: &str) -> Response {
 
 /// The answer a path asks for (see the crate's docs): `/status/<code>/…` that status,
 /// `/plain/…` a text answer, anything else the echo.
-fn by_path(request: &Asked<'_>) -> Response {
+fn by_path(shared: &Shared, config: &MockConfig, request: &Asked<'_>) -> Response {
     let path = request.uri.path();
+    if path.starts_with("/batch/") {
+        return batch(shared, config, request.body);
+    }
     if let Some(rest) = path.strip_prefix("/status/") {
         let code = rest.split('/').next().unwrap_or_default();
         return match code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
@@ -323,6 +326,44 @@ fn by_path(request: &Asked<'_>) -> Response {
             .into_response();
     }
     echo(request)
+}
+
+/// A batch endpoint: one answer item per item sent (see the crate's docs).
+fn batch(shared: &Shared, config: &MockConfig, body: &Bytes) -> Response {
+    let items = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items,
+        Ok(Value::Object(object)) => match object.into_iter().find_map(|(_, v)| match v {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }) {
+            Some(items) => items,
+            None => return error(StatusCode::BAD_REQUEST, "batch: no array in the body"),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "batch: the body is not a JSON array",
+            );
+        }
+    };
+    let count = items.len();
+    let mut failed = Vec::new();
+    let mut results: Vec<Value> = (items.into_iter().enumerate())
+        .map(|(i, item)| {
+            let id = item.get("id").cloned().unwrap_or(Value::Null);
+            if config.batch_fail_index == Some(i) {
+                failed.push(id.clone());
+                json!({ "id": id, "ok": false, "error": format!("item {i} rejected by the mock") })
+            } else {
+                json!({ "id": id, "ok": true, "echo": item })
+            }
+        })
+        .collect();
+    if config.batch_reverse {
+        results.reverse();
+    }
+    shared.counters.count_batch(count, failed);
+    (StatusCode::OK, Json(json!({ "results": results }))).into_response()
 }
 
 /// 200 with what the request was: method, path, query, idempotency key, body (as JSON when it

@@ -93,6 +93,9 @@ pub(crate) struct Ledger {
     requests_without_key: u64,
     auth: AuthTally,
     pub(crate) bucket: TokenBucket,
+    batch_calls: u64,
+    batch_items: u64,
+    batch_failed_ids: Vec<serde_json::Value>,
 }
 
 impl Ledger {
@@ -198,6 +201,14 @@ impl Counters {
         }
     }
 
+    /// A batch call answered: its items, and the ids of those answered with an error.
+    pub(crate) fn count_batch(&self, items: usize, failed_ids: Vec<serde_json::Value>) {
+        let mut ledger = self.lock();
+        ledger.batch_calls += 1;
+        ledger.batch_items += items as u64;
+        ledger.batch_failed_ids.extend(failed_ids);
+    }
+
     pub(crate) fn count_token_request(&self) {
         self.lock().auth.token_requests += 1;
     }
@@ -231,6 +242,9 @@ impl Counters {
             last_token_scope: ledger.auth.last_token_request.scope.clone(),
             last_token_audience: ledger.auth.last_token_request.audience.clone(),
             last_token_extra_params: ledger.auth.last_token_request.extra.clone(),
+            batch_calls: ledger.batch_calls,
+            batch_items: ledger.batch_items,
+            batch_failed_ids: ledger.batch_failed_ids.clone(),
         }
     }
 

@@ -11,6 +11,11 @@
 //! - `/status/<code>/…` → that status: a 2xx carries the echo, any other a small
 //!   JSON error body (for clients' success, retry and permanent rules);
 //! - `/plain/…` → 200 with a `text/plain` body (an answer that is not JSON);
+//! - `/batch/…` → a batch endpoint: the body is a JSON array of items (or an
+//!   object holding one), the answer `{"results": [...]}` with one item per
+//!   item sent, `{"id": <the item's id>, "ok": true, "echo": <the item>}`, or
+//!   `{"id": …, "ok": false, "error": "…"}` for the item at `batch_fail_index`;
+//!   in reverse order with `batch_reverse`;
 //! - anything else → 200 with the echo: method, path, query, idempotency key,
 //!   the body (`echo` when it is JSON, `body_text` when not), `content_type`
 //!   and `user_agent`; headers `X-Mock-Path` and `ETag` (the body's length).
@@ -79,6 +84,10 @@ pub struct MockConfig {
     pub idempotency_header: String,
     /// Credentials the API routes require; checked before every other gate.
     pub auth: MockAuth,
+    /// On `/batch/…`: the item at this index of every batch is answered with an error.
+    pub batch_fail_index: Option<usize>,
+    /// On `/batch/…`: the items are answered in reverse order (for clients that match by id).
+    pub batch_reverse: bool,
 }
 
 impl Default for MockConfig {
@@ -96,6 +105,8 @@ impl Default for MockConfig {
             outage: false,
             idempotency_header: "Idempotency-Key".to_owned(),
             auth: MockAuth::None,
+            batch_fail_index: None,
+            batch_reverse: false,
         }
     }
 }
@@ -271,6 +282,14 @@ pub struct MockStats {
     pub last_token_audience: Option<String>,
     #[serde(default)]
     pub last_token_extra_params: BTreeMap<String, String>,
+    /// Calls to `/batch/…` answered 200, and the items they carried.
+    #[serde(default)]
+    pub batch_calls: u64,
+    #[serde(default)]
+    pub batch_items: u64,
+    /// The `id` of every item answered with an error (`batch_fail_index`), in answer order.
+    #[serde(default)]
+    pub batch_failed_ids: Vec<serde_json::Value>,
 }
 
 impl MockStats {

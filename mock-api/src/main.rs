@@ -62,6 +62,14 @@ struct Args {
     #[arg(long)]
     outage: bool,
 
+    /// On /batch/…: answer the item at this index of every batch with an error.
+    #[arg(long)]
+    batch_fail_index: Option<usize>,
+
+    /// On /batch/…: answer the items in reverse order.
+    #[arg(long)]
+    batch_reverse: bool,
+
     /// Header carrying the idempotency key.
     #[arg(long, default_value = "Idempotency-Key")]
     idempotency_header: String,
@@ -276,6 +284,8 @@ impl Args {
             outage: self.outage,
             idempotency_header: self.idempotency_header.clone(),
             auth,
+            batch_fail_index: self.batch_fail_index,
+            batch_reverse: self.batch_reverse,
         }
     }
 }

@@ -46,6 +46,33 @@ async fn echoes_request_details_with_200() {
 }
 
 #[tokio::test]
+async fn the_batch_endpoint_answers_each_item_and_fails_the_one_asked() {
+    let api = start(MockConfig {
+        batch_fail_index: Some(1),
+        batch_reverse: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let body = br#"{"items": [{"id": 1}, {"id": "b", "x": 2}, {"id": 3}]}"#;
+    let answer = send(api.addr(), "POST", "/batch/users", &[], body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json(),
+        json!({"results": [
+            {"id": 3, "ok": true, "echo": {"id": 3}},
+            {"id": "b", "ok": false, "error": "item 1 rejected by the mock"},
+            {"id": 1, "ok": true, "echo": {"id": 1}},
+        ]})
+    );
+    let bad = send(api.addr(), "POST", "/batch/users", &[], b"{\"a\": 1}").await;
+    assert_eq!(bad.status, 400);
+    let stats = api.stats();
+    assert_eq!((stats.batch_calls, stats.batch_items), (1, 3));
+    assert_eq!(stats.batch_failed_ids, vec![json!("b")]);
+    api.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_path_asks_for_a_status_or_a_text_answer() {
     let api = start(MockConfig::default()).await;
     let missing = send(api.addr(), "GET", "/status/404/users/9", &[], b"").await;

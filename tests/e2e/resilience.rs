@@ -123,6 +123,7 @@ fn request(url: String) -> ApiRequest {
         url,
         headers: Vec::new(),
         body: None,
+        records: 1,
     }
 }
 

@@ -264,3 +264,153 @@ async fn an_answer_that_is_not_json_fails_its_record_with_the_reason() {
     let want: Vec<u64> = (0..records).filter(|i| i % 3 != 0 && i % 5 != 0).collect();
     assert_eq!(ids, want);
 }
+
+/// The records' ids, by their offset in the input (results and failed lines name the offset).
+fn ids_by_offset(data: &[u8]) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    let mut offset = 0u64;
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let record: Value = serde_json::from_slice(line).unwrap();
+        out.insert(offset, record["id"].as_u64().unwrap());
+        offset += line.len() as u64;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_of_10000_records_at_25_per_call_makes_400_calls() {
+    let ts = stack("shaping_batch").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let base = api.base_url();
+    let records = 10_000u64;
+    let data = jsonl((0..records).map(|i| json!({"id": i, "name": format!("n{i}")})));
+    // One manifest (the default 4 MiB chunk), and a linger no read stalls for: every call full.
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{method: POST, url: \"{base}/batch/users\", body: {{id: \"{{id}}\", name: \"{{name}}\"}}}}\n\
+         batch: {{size: 25, wrap: items, results: /results, linger_ms: 60000}}\n\
+         client: {{max_response_bytes: 1048576}}\n\
+         response: {{keep: /echo}}\n"
+    );
+    let report = ts
+        .run(ts.upload("batch", &yaml, "in.jsonl", &data).await, 2)
+        .await;
+    assert_eq!(reconciled(&report, records), (records, 0));
+    let stats = api.stats();
+    assert_eq!(stats.total_requests, 400, "10,000 records at 25 per call");
+    assert_eq!((stats.batch_calls, stats.batch_items), (400, records));
+
+    // Each record's result is its own item of its call's answer.
+    let job = report.job_id.clone().unwrap();
+    let ids = ids_by_offset(&data);
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    assert_eq!(results.len() as u64, records);
+    for (offset, line) in &results {
+        let id = ids[offset];
+        assert_eq!(
+            line["response"],
+            json!({"id": id, "name": format!("n{id}")}),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_error_fails_only_its_record_and_records_are_metered() {
+    let ts = stack("shaping_batch_items").await;
+    // The fourth item of every batch fails; the answers come back in reverse order, so only
+    // matching by id puts each item with its record.
+    let api = MockApi::start(MockConfig {
+        batch_fail_index: Some(3),
+        batch_reverse: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = api.base_url();
+    let records = 2_000u64;
+    let data = jsonl((0..records).map(|i| json!({"id": i})));
+    // Several manifests (so some batches are partial, at the ends of ranges), and a rate limit
+    // of 1,000 records/s with a burst of 100.
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{method: POST, url: \"{base}/batch/users\", body: {{id: \"{{id}}\"}}}}\n\
+         batch: {{size: 25, id_field: id, results: /results, item_error: /error}}\n\
+         client: {{max_response_bytes: 1048576, rate_limit_counts: records, \
+           rate_limit_per_sec: 1000, rate_limit_burst: 100}}\n\
+         split: {{chunk_bytes: 6000}}\n"
+    );
+    let report = ts
+        .run(ts.upload("items", &yaml, "in.jsonl", &data).await, 2)
+        .await;
+    let (succeeded, failed) = reconciled(&report, records);
+    let stats = api.stats();
+    assert!(report.summary.as_ref().unwrap().manifests > 1);
+    assert_eq!(stats.total_requests, stats.batch_calls);
+    assert_eq!(stats.batch_items, records, "each record sent once");
+    assert_eq!(failed, stats.batch_failed_ids.len() as u64);
+    assert!(failed > 0 && succeeded + failed == records);
+
+    let job = report.job_id.clone().unwrap();
+    let ids = ids_by_offset(&data);
+    let failed_lines = lines_by_offset(&ts, &format!("failed/{job}/part-")).await;
+    let failed_ids: Vec<u64> = failed_lines.keys().map(|o| ids[o]).collect();
+    let mut mock_failed: Vec<u64> = (stats.batch_failed_ids.iter())
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    mock_failed.sort_unstable();
+    assert_eq!(failed_ids, mock_failed, "exactly the items the API failed");
+    for line in failed_lines.values() {
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("the API failed this item: item 3 rejected by the mock"),
+            "{line}"
+        );
+    }
+    for (offset, line) in lines_by_offset(&ts, &format!("results/{job}/part-")).await {
+        assert_eq!(line["response"]["echo"]["id"], ids[&offset], "{line}");
+    }
+    // Metered by record: one process's tokens are spaced 1/R apart and spent at most b = 0.1 s
+    // late, so no 1 s interval holds more than R · (1 + b) = 1,100 of them (docs/rate-limit.md):
+    // 2,000 records' calls span more than 1 s (ten 100 ms windows). Counted as calls, the 80
+    // calls would fit in one burst.
+    let windows = &stats.windows_100ms;
+    let first = windows.iter().position(|w| *w > 0).unwrap();
+    let last = windows.iter().rposition(|w| *w > 0).unwrap();
+    assert!(
+        last - first >= 10,
+        "calls spread over {} windows of 100 ms",
+        last - first
+    );
+
+    // A replay sends the failed records in batches too, and they succeed once the API does.
+    api.set_config(MockConfig::default());
+    let before = api.stats().batch_calls;
+    let replayed = fanout_cli::local::replay(&ts.config, &ts.stack, &job)
+        .await
+        .unwrap();
+    assert_eq!(
+        (replayed.replayed, replayed.now_succeeded),
+        (failed, failed),
+        "{replayed:?}"
+    );
+    // Replay works a manifest's failed records at a time: full batches within each.
+    let per_unit: u64 = (failed_lines.keys())
+        .fold(BTreeMap::<u64, u64>::new(), |mut units, offset| {
+            let manifest = offset / 6000;
+            *units.entry(manifest).or_default() += 1;
+            units
+        })
+        .values()
+        .map(|n| n.div_ceil(25))
+        .sum();
+    assert_eq!(api.stats().batch_calls - before, per_unit);
+    assert!(ts.lines(&format!("failed/{job}/part-")).await.is_empty());
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    assert_eq!(results.len() as u64, records);
+    for (offset, line) in results {
+        assert_eq!(line["response"]["echo"]["id"], ids[&offset], "{line}");
+    }
+}

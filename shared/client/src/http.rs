@@ -175,6 +175,7 @@ mod tests {
                 .map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap()))
                 .collect(),
             body: None,
+            records: 1,
         })
     }
 

@@ -269,6 +269,7 @@ pub(crate) mod testing {
             url: "http://api.test/x".into(),
             headers: Vec::new(),
             body: None,
+            records: 1,
         })
     }
 

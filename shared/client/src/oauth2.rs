@@ -795,6 +795,7 @@ mod tests {
                     url: format!("{}/items/{i}", api.base_url()),
                     headers: Vec::new(),
                     body: None,
+                    records: 1,
                 };
                 let outcome = stack.call(&request, &config).await;
                 assert_eq!(outcome.status, Some(200), "{grant}: {outcome:?}");

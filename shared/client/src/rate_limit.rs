@@ -1,5 +1,7 @@
 //! Rate limit: every attempt, retries included, takes one token from a [`TokenSource`] before
-//! it is sent, because the API's limit counts requests, not records.
+//! it is sent, because the API's limit counts requests, not records; or, for an API that meters
+//! records (`client.rate_limit_counts: records`), one token per record the attempt carries (a
+//! batch call's size).
 //!
 //! The source is a trait so the fleet-wide bucket (tokens leased from DynamoDB) can replace the
 //! [`LocalTokenBucket`], which limits one container (or one process in local runs). Time spent
@@ -83,11 +85,24 @@ impl TokenSource for LocalTokenBucket {
 pub struct RateLimitLayer {
     source: Arc<dyn TokenSource>,
     counters: Arc<ClientCounters>,
+    per_record: bool,
 }
 
 impl RateLimitLayer {
     pub fn new(source: Arc<dyn TokenSource>, counters: Arc<ClientCounters>) -> Self {
-        Self { source, counters }
+        Self {
+            source,
+            counters,
+            per_record: false,
+        }
+    }
+
+    /// An attempt takes a token per record it carries ([`ApiRequest::records`]).
+    ///
+    /// [`ApiRequest::records`]: fanout_core::request::ApiRequest::records
+    pub fn per_record(mut self, per_record: bool) -> Self {
+        self.per_record = per_record;
+        self
     }
 }
 
@@ -98,6 +113,7 @@ impl<S> Layer<S> for RateLimitLayer {
             inner,
             source: self.source.clone(),
             counters: self.counters.clone(),
+            per_record: self.per_record,
         }
     }
 }
@@ -107,6 +123,7 @@ pub struct RateLimit<S> {
     inner: S,
     source: Arc<dyn TokenSource>,
     counters: Arc<ClientCounters>,
+    per_record: bool,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -140,9 +157,19 @@ where
         let inner = self.inner.clone();
         let source = self.source.clone();
         let counters = self.counters.clone();
+        let tokens = match self.per_record {
+            true => call.request.records.max(1),
+            false => 1,
+        };
         Box::pin(async move {
             let started = Instant::now();
-            let token = source.acquire().await;
+            let mut token = Ok(());
+            for _ in 0..tokens {
+                token = source.acquire().await;
+                if token.is_err() {
+                    break;
+                }
+            }
             counters.token_wait_micros.fetch_add(
                 started.elapsed().as_micros() as u64,
                 std::sync::atomic::Ordering::Relaxed,
@@ -184,6 +211,26 @@ mod tests {
     impl TokenSource for Broken {
         async fn acquire(&self) -> anyhow::Result<()> {
             anyhow::bail!("token table unreachable")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_a_token_per_record_when_records_are_counted() {
+        for (per_record, want) in [(false, 1), (true, 25)] {
+            let tokens = Arc::new(Counting::default());
+            let layer = RateLimitLayer::new(tokens.clone(), Arc::default()).per_record(per_record);
+            let mut batch = call();
+            Arc::make_mut(&mut batch.request).records = 25;
+            let answer = layer
+                .layer(Scripted::new(vec![status(200)]))
+                .oneshot(batch)
+                .await;
+            assert_eq!(answer.unwrap().status, 200);
+            assert_eq!(
+                tokens.0.load(Ordering::SeqCst),
+                want,
+                "per_record {per_record}"
+            );
         }
     }
 

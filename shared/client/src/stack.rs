@@ -59,6 +59,7 @@ use super::retry::{RetryPolicy, RetrySettings, budget_from_config};
 use super::timeout::TimeoutLayer;
 use super::{ApiCall, ApiResponse, CallTrace, ClientCounters, ClientError};
 use fanout_core::auth::AuthConfig;
+use fanout_core::batch::RateUnit;
 use fanout_core::config::ClientConfig;
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::ports::{SecretSource, SharedTokenStore};
@@ -253,7 +254,10 @@ impl ClientStackBuilder {
             .layer(retry.layer())
             .layer(BreakerLayer::new(breaker))
             .layer(ConcurrencyLayer::new(limit))
-            .layer(RateLimitLayer::new(tokens, counters.clone()))
+            .layer(
+                RateLimitLayer::new(tokens, counters.clone())
+                    .per_record(config.rate_limit_counts == RateUnit::Records),
+            )
             .layer(TimeoutLayer::new(
                 Duration::from_millis(config.timeout_ms),
                 counters.clone(),
@@ -388,6 +392,7 @@ mod tests {
             url: "http://api.test/v1/users/1".into(),
             headers: Vec::new(),
             body: Some(Bytes::from_static(b"{}")),
+            records: 1,
         }
     }
 

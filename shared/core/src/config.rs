@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::batch::RateUnit;
 use crate::response::{Expect, StatusRules, StatusSet};
 use crate::stack_defaults::{API_BASE_URL_PLACEHOLDER, StackDefaults};
 use crate::template::{self, BodyTemplate, Template};
@@ -185,6 +186,9 @@ pub struct PipelineConfig {
     pub job: JobConfig,
     #[serde(default)]
     pub response: ResponseConfig,
+    /// N records per call; none: one call per record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchConfig>,
 }
 
 fn default_version() -> u32 {
@@ -366,6 +370,33 @@ section! {
         /// Statuses never retried, even when retry_statuses names them (`retry_statuses:
         /// ["5xx"]`, `permanent_statuses: [501]`).
         permanent_statuses: StatusSet = StatusSet::default();
+        /// What the rate limit counts: `calls` (every attempt takes a token) or `records` (an
+        /// attempt takes a token per record it carries: for APIs that meter records, with
+        /// `batch`).
+        rate_limit_counts: RateUnit = RateUnit::Calls;
+    }
+}
+
+section! {
+    /// Batch calls ([`crate::batch`]): each record renders `request.body` as one item, and a call
+    /// carries up to `size` items as a JSON array.
+    batch: pub struct BatchConfig {
+        /// Records per call.
+        size: usize, in 1..=10_000;
+        /// A partial batch is sent once its first record has waited this long (and when its
+        /// byte range ends).
+        linger_ms: u64 = 100, in 0..=60_000;
+        /// The body is `{"<wrap>": [items]}`; none: the body is the array itself.
+        wrap: Option<String> = None;
+        /// JSON pointer (RFC 6901) to the answer's array of items; "" (the default): the answer
+        /// is the array.
+        results: String = String::new();
+        /// Items are matched to records by this key (of each rendered item and each answer
+        /// item); none: by position, and the answer must have one item per record.
+        id_field: Option<String> = None;
+        /// JSON pointer within an answer's item: a value other than null there fails that
+        /// record (with the value as its error) and only that record.
+        item_error: Option<String> = None;
     }
 }
 
@@ -826,6 +857,7 @@ impl PipelineConfig {
         }
         self.check_statuses(&mut errors);
         self.check_response(&mut errors);
+        self.check_batch(&referenced, &mut errors);
         self.split.check_bounds(&mut errors);
         errors.finish()
     }
@@ -861,6 +893,77 @@ impl PipelineConfig {
                     "{status} is also in client.success_statuses: a status is one or the other"
                 ),
             );
+        }
+    }
+
+    /// A batch's items are `request.body` JSON, its URL, headers and query the same for every
+    /// record, its pointers valid.
+    fn check_batch(&self, referenced: &[(String, String)], errors: &mut Errors<'_>) {
+        let Some(b) = &self.batch else {
+            if self.client.rate_limit_counts == RateUnit::Records {
+                errors.push(
+                    "client.rate_limit_counts",
+                    "records is for batch calls: without batch, a call carries one record",
+                );
+            }
+            return;
+        };
+        b.check_bounds(errors);
+        let r = &self.request;
+        if r.body.is_none() {
+            errors.push(
+                "batch",
+                "a batch call's body is a JSON array of request.body items: set request.body",
+            );
+        }
+        for (set, field) in [
+            (r.form.is_some(), "request.form"),
+            (r.text.is_some(), "request.text"),
+        ] {
+            if set {
+                errors.push(
+                    field,
+                    "a batch call's body is a JSON array of request.body items",
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (field, name) in referenced {
+            // A form or text body is reported above, as a whole.
+            let body = ["request.body", "request.form", "request.text"];
+            if !body.iter().any(|b| field.starts_with(b)) && seen.insert(field.as_str()) {
+                errors.push(
+                    field,
+                    format!(
+                        "{{{name}}} would differ between the records of one call: with batch, \
+                         only request.body may use placeholders"
+                    ),
+                );
+            }
+        }
+        for (field, pointer) in [
+            ("batch.results", Some(&b.results)),
+            ("batch.item_error", b.item_error.as_ref()),
+        ] {
+            if let Some(problem) = pointer.and_then(|p| crate::response::pointer_problem(p)) {
+                errors.push(field, problem);
+            }
+        }
+        if b.wrap.as_deref() == Some("") {
+            errors.push(
+                "batch.wrap",
+                "an empty key: leave wrap out for a bare array",
+            );
+        }
+        if let Some(id) = &b.id_field {
+            let has_key =
+                matches!(&r.body, Some(serde_json::Value::Object(o)) if o.contains_key(id));
+            if id.is_empty() || (r.body.is_some() && !has_key) {
+                errors.push(
+                    "batch.id_field",
+                    format!("{id:?} is not a key of request.body, whose items it matches"),
+                );
+            }
         }
     }
 
@@ -1319,6 +1422,7 @@ request:
                 success_statuses: StatusSet(vec![StatusSpec::Text("2xx".into())]),
                 retry_statuses: StatusSet([429, 502, 503, 504].map(StatusSpec::Code).to_vec()),
                 permanent_statuses: StatusSet(vec![]),
+                rate_limit_counts: RateUnit::Calls,
             },
             split: SplitConfig {
                 chunk_bytes: 4 << 20,
@@ -1332,6 +1436,7 @@ request:
                 keep: None,
                 keep_headers: vec![],
             },
+            batch: None,
         };
         assert_eq!(c, expected);
         assert_eq!(c.client, ClientConfig::default());
@@ -1437,14 +1542,29 @@ request:
         ] {
             assert!(paths.contains(&expected), "{expected} not in {paths:?}");
         }
-        let good_yaml: serde_norway::Value = serde_norway::to_value(&good).unwrap();
+        check_bounded_settings(&good, &settings);
+        // The batch section, in a config that batches (its URL the same for every record).
+        let batching = PipelineConfig::from_yaml(
+            "p.yaml",
+            "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', body: {id: '{id}'}}\n\
+             batch: {size: 10}\n",
+        )
+        .unwrap();
+        let settings = batching.batch.as_ref().unwrap().bounded();
+        let paths: Vec<&str> = settings.iter().map(|s| s.path).collect();
+        assert_eq!(paths, ["batch.size", "batch.linger_ms"]);
+        check_bounded_settings(&batching, &settings);
+    }
+
+    fn check_bounded_settings(good: &PipelineConfig, settings: &[BoundedSetting]) {
+        let good_yaml: serde_norway::Value = serde_norway::to_value(good).unwrap();
         let with = |path: &str, value: &str| {
             let (section, key) = path.split_once('.').unwrap();
             let mut doc = good_yaml.clone();
             doc[section][key] = serde_norway::from_str(value).unwrap();
             serde_norway::to_string(&doc).unwrap()
         };
-        for s in &settings {
+        for s in settings {
             assert!(!s.outside.is_empty(), "{}", s.path);
             for value in &s.outside {
                 let e = error_of(&with(s.path, value));
@@ -1601,6 +1721,57 @@ request:
         assert!(rules.is_success(203) && !rules.is_success(201));
         assert!(rules.is_retried(500) && !rules.is_retried(501) && !rules.is_retried(429));
         // The config round-trips through JSON (the ledger keeps a job's config so).
+        let json = serde_json::to_string(&ok).unwrap();
+        assert_eq!(serde_json::from_str::<PipelineConfig>(&json).unwrap(), ok);
+    }
+
+    #[test]
+    fn a_batch_needs_a_json_body_and_one_url_for_all_its_records() {
+        let e = errors_of(
+            "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x/{id}', \
+             query: {q: '{name}'}, form: {a: '{id}'}}\n\
+             batch: {size: 0, results: data, id_field: id, wrap: ''}\nclient: {rate_limit_counts: records}\n",
+        );
+        let fields: Vec<&str> = e.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "batch.size",
+                "batch",
+                "request.form",
+                "request.url",
+                "request.query.q",
+                "batch.results",
+                "batch.wrap",
+            ],
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("only request.body may use placeholders"),
+            "{e}"
+        );
+        let e = error_of(
+            "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', body: {n: '{id}'}}\n\
+             batch: {size: 5, id_field: id}\n",
+        );
+        assert_eq!(e.field, "batch.id_field");
+        let e = error_of(
+            "input: {format: jsonl}\nrequest: {url: 'http://h/x/{id}'}\nclient: {rate_limit_counts: records}\n",
+        );
+        assert_eq!(e.field, "client.rate_limit_counts");
+        let ok = PipelineConfig::from_yaml(
+            "p.yaml",
+            "input: {format: jsonl}\nrequest: {method: POST, url: 'http://h/x', body: {id: '{id}'}}\n\
+             batch: {size: 25, wrap: items, results: /results, id_field: id, item_error: /error}\n\
+             client: {rate_limit_counts: records}\n",
+        )
+        .unwrap();
+        let b = ok.batch.as_ref().unwrap();
+        assert_eq!(
+            (b.size, b.linger_ms, b.wrap.as_deref()),
+            (25, 100, Some("items"))
+        );
         let json = serde_json::to_string(&ok).unwrap();
         assert_eq!(serde_json::from_str::<PipelineConfig>(&json).unwrap(), ok);
     }

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | [`config`] | the pipeline config: its schema, defaults and validation |
 //! | [`auth`] | how a pipeline authenticates to its API (strategies, secret references) |
+//! | [`batch`] | N records per call: the array body, the answer's items back to their records |
 //! | [`template`] | `{field}` placeholders in URLs, headers and bodies |
 //! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
@@ -29,6 +30,7 @@
 //! other way round.
 
 pub mod auth;
+pub mod batch;
 pub mod check;
 pub mod claims;
 pub mod config;

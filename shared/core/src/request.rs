@@ -14,6 +14,9 @@ pub struct ApiRequest {
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Option<bytes::Bytes>,
+    /// The records this request carries: 1, or the size of a batch call. The rate limit takes
+    /// a token per record when `client.rate_limit_counts` is `records`.
+    pub records: u32,
 }
 
 /// The request templates of a pipeline, bound to record slots. Shared by all in-flight calls.
@@ -321,6 +324,7 @@ impl RequestRenderer {
             url,
             headers,
             body,
+            records: 1,
         })
     }
 }

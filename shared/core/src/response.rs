@@ -17,7 +17,7 @@ use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::ResponseConfig;
+use crate::config::{BatchConfig, ResponseConfig};
 use crate::output::{FailedLine, ResultLine};
 use crate::ports::CallOutcome;
 
@@ -324,17 +324,66 @@ impl ResponseShaper {
                         .unwrap_or_default();
                     format!("the response is not JSON{ct}: {e}")
                 })?;
-                match &self.keep {
-                    None => Ok(KeptBody::Json(value)),
-                    Some(pointer) => match value.pointer(pointer) {
-                        Some(part) => Ok(KeptBody::Json(part.clone())),
-                        None => Err(format!(
-                            "the response has nothing at {pointer:?} (response.keep)"
-                        )),
-                    },
-                }
+                self.kept_json(value)
             }
         }
+    }
+
+    /// The part of a JSON value that `keep` points at (all of it without `keep`).
+    fn kept_json(&self, mut value: Value) -> Result<KeptBody, String> {
+        match &self.keep {
+            None => Ok(KeptBody::Json(value)),
+            Some(pointer) => match value.pointer_mut(pointer) {
+                Some(part) => Ok(KeptBody::Json(part.take())),
+                None => Err(format!(
+                    "the response has nothing at {pointer:?} (response.keep)"
+                )),
+            },
+        }
+    }
+
+    /// The lines of the records of one batch call ([`crate::batch`]), in `members`' order:
+    /// each record's item of the answer, shaped as a whole answer would be (`keep` points into
+    /// the item; `expect: text` keeps it as text), or the reason it has none. A failed call
+    /// fails every record with the call's error.
+    pub fn shape_batch(
+        &self,
+        config: &BatchConfig,
+        members: &[BatchMember<'_>],
+        outcome: &CallOutcome,
+    ) -> Vec<Shaped> {
+        if !outcome.succeeded() {
+            return (members.iter())
+                .map(|m| Shaped::Failed(FailedLine::new(m.offset, m.record, outcome)))
+                .collect();
+        }
+        let ids: Vec<Option<String>> = members.iter().map(|m| m.id.map(str::to_string)).collect();
+        let headers = self.headers(outcome);
+        let items = crate::batch::split_answer(config, &ids, outcome);
+        (members.iter().zip(items))
+            .map(|(m, item)| {
+                let kept = item.and_then(|item| match (self.expect, item) {
+                    (Expect::Text, Value::String(s)) => Ok(KeptBody::Text(s)),
+                    (Expect::Text, other) => Ok(KeptBody::Text(other.to_string())),
+                    (_, item) => self.kept_json(item),
+                });
+                match kept {
+                    Ok(body) => Shaped::Result(ResultLine::with_body(
+                        m.offset,
+                        outcome,
+                        body,
+                        headers.clone(),
+                    )),
+                    Err(reason) => {
+                        let mut line = FailedLine::new(m.offset, m.record, outcome);
+                        line.error = reason;
+                        // The whole answer is not this record's.
+                        line.response_text = None;
+                        Shaped::Failed(line)
+                    }
+                }
+            })
+            .collect()
     }
 
     fn headers(&self, out: &CallOutcome) -> BTreeMap<String, String> {
@@ -349,6 +398,15 @@ impl ResponseShaper {
         }
         kept
     }
+}
+
+/// A record of a batch call, as its lines need it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMember<'a> {
+    pub offset: u64,
+    pub record: &'a [u8],
+    /// Its item's `batch.id_field`, when items are matched by id.
+    pub id: Option<&'a str>,
 }
 
 /// A record's line, by where it goes.
@@ -595,5 +653,58 @@ mod tests {
         let line = failed(shaper("keep: /x\n").shape(9, b"rec", &out));
         assert_eq!(line.error, "HTTP 404");
         assert_eq!(line.status, Some(404));
+    }
+
+    #[test]
+    fn a_batch_answer_becomes_one_line_per_record() {
+        let batch: BatchConfig = serde_norway::from_str(
+            "{size: 3, results: /results, id_field: id, item_error: /error}",
+        )
+        .unwrap();
+        let members = [
+            BatchMember {
+                offset: 0,
+                record: b"r0",
+                id: Some("a"),
+            },
+            BatchMember {
+                offset: 9,
+                record: b"r9",
+                id: Some("b"),
+            },
+            BatchMember {
+                offset: 20,
+                record: b"r20",
+                id: Some("c"),
+            },
+        ];
+        let body = r#"{"results": [{"id": "c", "v": {"x": 3}}, {"id": "a", "v": {"x": 1}},
+                       {"id": "b", "error": "invalid email"}]}"#;
+        let out = outcome(200, body, &[("etag", "e")]);
+        let s = shaper("keep: /v/x\nkeep_headers: [etag]\n");
+        let lines = s.shape_batch(&batch, &members, &out);
+        assert_eq!(lines.len(), 3);
+        let mut lines = lines.into_iter();
+        let first = result(lines.next().unwrap());
+        assert_eq!(
+            (first.offset, first.response.clone()),
+            (0, Some(serde_json::json!(1)))
+        );
+        assert_eq!(first.headers["etag"], "e");
+        let second = failed(lines.next().unwrap());
+        assert_eq!((second.offset, second.record.as_str()), (9, "r9"));
+        assert_eq!(second.error, "the API failed this item: invalid email");
+        assert_eq!(second.response_text, None);
+        assert_eq!(
+            result(lines.next().unwrap()).response,
+            Some(serde_json::json!(3))
+        );
+
+        let mut down = outcome(503, "busy", &[]);
+        down.error = Some("HTTP 503".into());
+        for line in s.shape_batch(&batch, &members, &down) {
+            let line = failed(line);
+            assert_eq!((line.error.as_str(), line.status), ("HTTP 503", Some(503)));
+        }
     }
 }

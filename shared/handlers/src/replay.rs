@@ -27,6 +27,8 @@ use fanout_core::ports::{DeadLetterQueue, LedgerRepair};
 use fanout_core::request::compile;
 use fanout_core::response::{ResponseShaper, Shaped};
 
+use crate::worker::batch::{self, Member};
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
     pub job_id: String,
@@ -253,27 +255,62 @@ async fn replay_unit(
             (offset, record, request)
         })
         .collect();
-    let outcomes: Vec<(u64, String, Result<fanout_core::ports::CallOutcome, String>)> =
-        futures::stream::iter(prepared)
-            .map(|(offset, record, request)| async move {
-                let outcome = match request {
-                    Ok(r) => Ok(deps.worker.api.call(&r, policy).await),
-                    Err(reason) => Err(reason),
-                };
-                (offset, record, outcome)
-            })
-            .buffer_unordered(policy.concurrency)
-            .collect()
-            .await;
-    let mut still_failed = Vec::new();
     let shaper = ResponseShaper::from_config(&config.response);
-    for (offset, record, outcome) in outcomes {
+    let api = deps.worker.api.as_ref();
+    // A record that no longer renders fails with the reason, without a call.
+    let mut lines: Vec<(u64, Shaped)> = Vec::with_capacity(prepared.len());
+    let mut sendable = Vec::with_capacity(prepared.len());
+    for (offset, record, request) in prepared {
+        match request {
+            Ok(request) => sendable.push((offset, record, request)),
+            Err(reason) => {
+                let out = fanout_core::ports::CallOutcome {
+                    error: Some(reason),
+                    ..Default::default()
+                };
+                lines.push((offset, shaper.shape(offset, record.as_bytes(), &out)));
+            }
+        }
+    }
+    let called: Vec<Vec<(u64, Shaped)>> = match &config.batch {
+        None => {
+            futures::stream::iter(&sendable)
+                .map(|(offset, record, request)| async {
+                    let out = api.call(request, policy).await;
+                    vec![(*offset, shaper.shape(*offset, record.as_bytes(), &out))]
+                })
+                .buffer_unordered(policy.concurrency)
+                .collect()
+                .await
+        }
+        // The same batches as the worker's calls: the API takes nothing else.
+        Some(batch_config) => {
+            futures::stream::iter(sendable.chunks(batch_config.size.max(1)))
+                .map(|group| {
+                    let shaper = &shaper;
+                    async move {
+                        let members: Vec<Member<'_>> = (group.iter())
+                            .map(|(offset, record, request)| Member {
+                                offset: *offset,
+                                raw: record.as_bytes(),
+                                request,
+                            })
+                            .collect();
+                        batch::call(api, policy, batch_config, shaper, &members, None)
+                            .await
+                            .0
+                    }
+                })
+                .buffer_unordered(policy.concurrency)
+                .collect()
+                .await
+        }
+    };
+    lines.extend(called.into_iter().flatten());
+    let mut still_failed = Vec::new();
+    for (_, line) in lines {
         report.replayed += 1;
-        let out = outcome.unwrap_or_else(|reason| fanout_core::ports::CallOutcome {
-            error: Some(reason),
-            ..Default::default()
-        });
-        match shaper.shape(offset, record.as_bytes(), &out) {
+        match line {
             Shaped::Result(line) => {
                 report.now_succeeded += 1;
                 results.push(serde_json::to_value(line)?);

@@ -1,16 +1,20 @@
 //! Call: records → outcomes, `concurrency` calls at a time.
 
+use std::time::Duration;
+
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use fanout_core::config::ClientConfig;
+use fanout_core::config::{BatchConfig, ClientConfig};
 use fanout_core::continuation::StopTimes;
 use fanout_core::latency;
 use fanout_core::output::{FailedLine, ResultLine};
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::response::{ResponseShaper, Shaped};
 
+use super::batch;
 use super::read::Pending;
 
 /// What the calls came to: the lines for `results/` and `failed/` (with their offsets), and the
@@ -32,19 +36,39 @@ pub(super) async fn call_records(
     api: &dyn ApiClient,
     policy: &ClientConfig,
     shaper: &ResponseShaper,
+    batch: Option<&BatchConfig>,
     drain: Option<&str>,
     stop: Option<&StopTimes>,
 ) -> Calls {
     let pending = futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
-    let calls = pending
-        .map(|p| async move {
-            let outcome = match drain {
-                None => api.call(&p.request, policy).await,
-                Some(reason) => not_attempted(reason),
-            };
-            (p, outcome)
-        })
-        .buffer_unordered(policy.concurrency);
+    let calls: BoxStream<'_, Done> = match batch {
+        None => pending
+            .map(|p| async move {
+                let outcome = match drain {
+                    None => api.call(&p.request, policy).await,
+                    Some(reason) => not_attempted(reason),
+                };
+                let line = shaper.shape(p.offset, &p.raw, &outcome);
+                Done::One(p.offset, line, attempted(&outcome))
+            })
+            .buffer_unordered(policy.concurrency)
+            .boxed(),
+        Some(config) => batch::groups(pending, config)
+            .map(move |group| async move {
+                let members: Vec<batch::Member<'_>> = (group.iter())
+                    .map(|p| batch::Member {
+                        offset: p.offset,
+                        raw: &p.raw,
+                        request: &p.request,
+                    })
+                    .collect();
+                let (lines, outcome) =
+                    batch::call(api, policy, config, shaper, &members, drain).await;
+                Done::Many(lines, attempted(&outcome))
+            })
+            .buffer_unordered(policy.concurrency)
+            .boxed(),
+    };
     let mut calls = std::pin::pin!(calls);
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
     let mut histogram = latency::new_histogram();
@@ -55,6 +79,10 @@ pub(super) async fn call_records(
         }
     };
     let mut hard = std::pin::pin!(hard);
+    let mut keep = |offset: u64, line: Shaped| match line {
+        Shaped::Result(line) => ok.push((offset, line)),
+        Shaped::Failed(line) => failed.push((offset, line)),
+    };
     loop {
         // At the hard stop the calls still in flight are abandoned (dropping `calls` drops
         // them and the queue, which stops the reader).
@@ -62,13 +90,21 @@ pub(super) async fn call_records(
             next = calls.next() => next,
             () = &mut hard => break,
         };
-        let Some((p, outcome)) = next else { break };
-        if outcome.attempts > 0 {
-            histogram.saturating_record(outcome.latency.as_micros().max(1) as u64);
-        }
-        match shaper.shape(p.offset, &p.raw, &outcome) {
-            Shaped::Result(line) => ok.push((p.offset, line)),
-            Shaped::Failed(line) => failed.push((p.offset, line)),
+        let Some(done) = next else { break };
+        let latency = match done {
+            Done::One(offset, line, latency) => {
+                keep(offset, line);
+                latency
+            }
+            Done::Many(lines, latency) => {
+                for (offset, line) in lines {
+                    keep(offset, line);
+                }
+                latency
+            }
+        };
+        if let Some(latency) = latency {
+            histogram.saturating_record(latency.as_micros().max(1) as u64);
         }
     }
     Calls {
@@ -76,6 +112,18 @@ pub(super) async fn call_records(
         failed,
         histogram,
     }
+}
+
+/// A finished call: its record's line (or, for a batch call, its records' lines) and its
+/// latency, when it was attempted.
+enum Done {
+    One(u64, Shaped, Option<Duration>),
+    Many(Vec<(u64, Shaped)>, Option<Duration>),
+}
+
+/// The latency of the call's last attempt, if it made one.
+fn attempted(outcome: &CallOutcome) -> Option<Duration> {
+    (outcome.attempts > 0).then_some(outcome.latency)
 }
 
 /// The outcome of a record not sent because its job was stopped.

@@ -36,6 +36,7 @@ use fanout_core::request::compile;
 use fanout_core::response::ResponseShaper;
 
 mod after;
+pub(crate) mod batch;
 mod call;
 mod commit;
 mod read;
@@ -296,7 +297,10 @@ pub async fn process_manifest(
     let started = Instant::now();
     let (parser, renderer) = compile(&m.config, m.header.as_deref(), &m.config_source)?;
     let policy = &m.config.client;
-    let (tx, rx) = mpsc::channel::<read::Pending>(policy.concurrency * 2);
+    let batch = m.config.batch.as_ref();
+    // Enough records waiting for every call in flight to be full, and as many again.
+    let per_call = batch.map_or(1, |b| b.size);
+    let (tx, rx) = mpsc::channel::<read::Pending>(policy.concurrency * per_call * 2);
     // read → call run together, joined by the channel; then commit, then after.
     let reading = async {
         let tally = read::read_records(m, deps.store.as_ref(), parser, &renderer, tx, stop).await;
@@ -307,7 +311,7 @@ pub async fn process_manifest(
         tally
     };
     let shaper = ResponseShaper::from_config(&m.config.response);
-    let calling = call::call_records(rx, deps.api.as_ref(), policy, &shaper, drain, stop);
+    let calling = call::call_records(rx, deps.api.as_ref(), policy, &shaper, batch, drain, stop);
     let (tally, calls) = tokio::join!(reading, calling);
     let committed = commit::commit(m, deps, tally?, calls, started).await?;
     after::after(m, deps, &committed).await?;
