@@ -414,3 +414,48 @@ async fn an_item_error_fails_only_its_record_and_records_are_metered() {
         assert_eq!(line["response"]["echo"]["id"], ids[&offset], "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_on_repeated_requests_are_sent_once() {
+    let ts = stack("shaping_cache").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let base = api.base_url();
+    // 2,000 records, 1,000 distinct requests: each key twice, far apart, in several manifests.
+    let records = 2_000u64;
+    let key = |i: u64| (i * 7919) % 1000;
+    let data = jsonl((0..records).map(|i| json!({"id": i, "k": key(i)})));
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{url: \"{base}/items/{{k}}\"}}\n\
+         cache: {{enabled: true}}\n\
+         split: {{chunk_bytes: 8000}}\n"
+    );
+    // One container: the cache is a container's (a job over N containers sends a repeated
+    // request at most N times).
+    let report = ts
+        .run(ts.upload("cache", &yaml, "in.jsonl", &data).await, 1)
+        .await;
+    assert_eq!(reconciled(&report, records), (records, 0));
+    assert!(report.summary.as_ref().unwrap().manifests > 2);
+    assert_eq!(api.stats().total_requests, 1000, "half the calls");
+
+    let job = report.job_id.clone().unwrap();
+    let ids = ids_by_offset(&data);
+    let results = lines_by_offset(&ts, &format!("results/{job}/part-")).await;
+    let mut cached = 0;
+    for (offset, line) in &results {
+        // Each record's line is the answer to its own request, whoever sent it.
+        let k = key(ids[offset]);
+        assert_eq!(line["response"]["path"], format!("/items/{k}"), "{line}");
+        if line["cached"] == true {
+            cached += 1;
+            assert_eq!(line["attempts"], 0, "{line}");
+        } else {
+            assert!(
+                line.get("cached").is_none() && line["attempts"] == 1,
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(cached, 1000);
+}

@@ -135,6 +135,7 @@ pub fn container(
         deadline: api.deadline().clone(),
         api: Arc::new(api),
         metrics: Arc::new(metrics),
+        cache: Default::default(),
     };
     Ok(WorkerContainer {
         deps,

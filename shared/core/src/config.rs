@@ -189,6 +189,8 @@ pub struct PipelineConfig {
     /// N records per call; none: one call per record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchConfig>,
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 fn default_version() -> u32 {
@@ -397,6 +399,20 @@ section! {
         /// JSON pointer within an answer's item: a value other than null there fails that
         /// record (with the value as its error) and only that record.
         item_error: Option<String> = None;
+    }
+}
+
+section! {
+    /// The per-job response cache: identical requests (method, URL, headers and body; the
+    /// idempotency key aside) are sent once, and every record gets its own result line, marked
+    /// `cached`. Kept by each worker container for the job it works on: a job spread over N
+    /// containers sends a repeated request at most N times. Only successes are kept: a failed
+    /// request is sent again for the next record that makes it.
+    cache: pub struct CacheConfig: Default {
+        /// Off by default: most APIs' answers to a repeated request can change.
+        enabled: bool = false;
+        /// Response bytes a container keeps; the oldest answers go first past it.
+        max_bytes: u64 = 64 << 20, in 1..=1 << 30;
     }
 }
 
@@ -899,6 +915,13 @@ impl PipelineConfig {
     /// A batch's items are `request.body` JSON, its URL, headers and query the same for every
     /// record, its pointers valid.
     fn check_batch(&self, referenced: &[(String, String)], errors: &mut Errors<'_>) {
+        self.cache.check_bounds(errors);
+        if self.cache.enabled && self.batch.is_some() {
+            errors.push(
+                "cache.enabled",
+                "the cache keeps one record's answers: it does not apply to batch calls",
+            );
+        }
         let Some(b) = &self.batch else {
             if self.client.rate_limit_counts == RateUnit::Records {
                 errors.push(
@@ -1437,6 +1460,10 @@ request:
                 keep_headers: vec![],
             },
             batch: None,
+            cache: CacheConfig {
+                enabled: false,
+                max_bytes: 64 << 20,
+            },
         };
         assert_eq!(c, expected);
         assert_eq!(c.client, ClientConfig::default());
@@ -1526,6 +1553,7 @@ request:
             good.split.bounded(),
             good.job.bounded(),
             good.response.bounded(),
+            good.cache.bounded(),
         ]
         .into_iter()
         .flatten()

@@ -28,6 +28,10 @@ pub struct ResultLine {
     /// repeated headers joined with ", ").
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Served from the job's response cache (`cache.enabled`): an identical request of another
+    /// record was sent, and this is its answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// A record whose call failed after all attempts; carries the record for replay.
@@ -85,6 +89,7 @@ impl ResultLine {
             response_text,
             response_truncated,
             headers,
+            cached: false,
         }
     }
 }

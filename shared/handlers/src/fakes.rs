@@ -1025,6 +1025,7 @@ impl Fakes {
             claims: self.claims.clone(),
             queue: self.queue.clone(),
             deadline: Default::default(),
+            cache: Default::default(),
         }
     }
 

@@ -7,14 +7,16 @@ use futures::stream::BoxStream;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use fanout_core::config::{BatchConfig, ClientConfig};
+use fanout_core::config::{BatchConfig, CacheConfig, ClientConfig};
 use fanout_core::continuation::StopTimes;
 use fanout_core::latency;
 use fanout_core::output::{FailedLine, ResultLine};
 use fanout_core::ports::{ApiClient, CallOutcome};
+use fanout_core::request::ApiRequest;
 use fanout_core::response::{ResponseShaper, Shaped};
 
 use super::batch;
+use super::cache::{ResponseCache, Served};
 use super::read::Pending;
 
 /// What the calls came to: the lines for `results/` and `failed/` (with their offsets), and the
@@ -31,9 +33,46 @@ pub(super) struct Calls {
 /// all but failed with `drain` as its error. At the hard stop the calls still in flight are
 /// abandoned (they are not in the result, so the cut falls before them) and dropping `rx` stops
 /// the reader.
+/// The API, through the job's response cache when the pipeline has one.
+#[derive(Clone, Copy)]
+pub(super) struct Api<'a> {
+    pub(super) client: &'a dyn ApiClient,
+    pub(super) cache: Option<Cached<'a>>,
+}
+
+/// A job's view of the container's cache.
+#[derive(Clone, Copy)]
+pub(super) struct Cached<'a> {
+    pub(super) cache: &'a ResponseCache,
+    pub(super) job: &'a str,
+    pub(super) config: &'a CacheConfig,
+    /// Not part of a request's identity in the cache.
+    pub(super) idempotency_header: Option<&'a http::HeaderName>,
+}
+
+impl Api<'_> {
+    async fn call(&self, request: &ApiRequest, policy: &ClientConfig) -> (CallOutcome, Served) {
+        match &self.cache {
+            None => (self.client.call(request, policy).await, Served::Called),
+            Some(c) => {
+                (c.cache)
+                    .call(
+                        c.job,
+                        c.config,
+                        c.idempotency_header,
+                        self.client,
+                        request,
+                        policy,
+                    )
+                    .await
+            }
+        }
+    }
+}
+
 pub(super) async fn call_records(
     rx: mpsc::Receiver<Pending>,
-    api: &dyn ApiClient,
+    api: Api<'_>,
     policy: &ClientConfig,
     shaper: &ResponseShaper,
     batch: Option<&BatchConfig>,
@@ -44,11 +83,14 @@ pub(super) async fn call_records(
     let calls: BoxStream<'_, Done> = match batch {
         None => pending
             .map(|p| async move {
-                let outcome = match drain {
+                let (outcome, served) = match drain {
                     None => api.call(&p.request, policy).await,
-                    Some(reason) => not_attempted(reason),
+                    Some(reason) => (not_attempted(reason), Served::Called),
                 };
-                let line = shaper.shape(p.offset, &p.raw, &outcome);
+                let mut line = shaper.shape(p.offset, &p.raw, &outcome);
+                if let (Shaped::Result(line), Served::Cache) = (&mut line, served) {
+                    line.cached = true;
+                }
                 Done::One(p.offset, line, attempted(&outcome))
             })
             .buffer_unordered(policy.concurrency)
@@ -63,7 +105,7 @@ pub(super) async fn call_records(
                     })
                     .collect();
                 let (lines, outcome) =
-                    batch::call(api, policy, config, shaper, &members, drain).await;
+                    batch::call(api.client, policy, config, shaper, &members, drain).await;
                 Done::Many(lines, attempted(&outcome))
             })
             .buffer_unordered(policy.concurrency)

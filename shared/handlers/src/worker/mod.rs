@@ -37,6 +37,7 @@ use fanout_core::response::ResponseShaper;
 
 mod after;
 pub(crate) mod batch;
+pub mod cache;
 mod call;
 mod commit;
 mod read;
@@ -55,6 +56,8 @@ pub struct WorkerDeps {
     pub queue: Arc<dyn ManifestQueue>,
     /// The API client's deadline, set per invocation.
     pub deadline: DeadlineHandle,
+    /// The container's response cache, for pipelines with `cache.enabled`.
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 /// The entry point without a deadline (local runs and tests that do not simulate one).
@@ -311,7 +314,19 @@ pub async fn process_manifest(
         tally
     };
     let shaper = ResponseShaper::from_config(&m.config.response);
-    let calling = call::call_records(rx, deps.api.as_ref(), policy, &shaper, batch, drain, stop);
+    let idempotency_header =
+        http::HeaderName::from_bytes(m.config.request.idempotency_header.as_bytes()).ok();
+    let cache = m.config.cache.enabled.then(|| call::Cached {
+        cache: deps.cache.as_ref(),
+        job: &m.job_id,
+        config: &m.config.cache,
+        idempotency_header: idempotency_header.as_ref(),
+    });
+    let api = call::Api {
+        client: deps.api.as_ref(),
+        cache,
+    };
+    let calling = call::call_records(rx, api, policy, &shaper, batch, drain, stop);
     let (tally, calls) = tokio::join!(reading, calling);
     let committed = commit::commit(m, deps, tally?, calls, started).await?;
     after::after(m, deps, &committed).await?;
