@@ -290,11 +290,11 @@ pub async fn gather(
     let (mut messages, mut failed_by_status) = (Vec::new(), BTreeMap::new());
     for prefix in ["results", "failed", "rejected"] {
         for (key, modified_ms) in list(s3, bucket, &format!("{prefix}/{job_id}/part-")).await? {
-            let Some(seq) = key
-                .rsplit("part-")
-                .next()
-                .and_then(|rest| rest.trim_end_matches(".jsonl").parse::<u32>().ok())
-            else {
+            let Some(seq) = key.rsplit("part-").next().and_then(|rest| {
+                (rest.trim_end_matches(".jsonl").trim_end_matches(".csv"))
+                    .parse::<u32>()
+                    .ok()
+            }) else {
                 continue;
             };
             let t = finished.entry(seq).or_default();

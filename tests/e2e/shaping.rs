@@ -459,3 +459,99 @@ async fn with_the_cache_on_repeated_requests_are_sent_once() {
     }
     assert_eq!(cached, 1000);
 }
+
+/// Python's csv module's reading of `part`: its header, then each row as a list of cells.
+fn python_csv(part: &[u8]) -> Vec<Vec<String>> {
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, io, json, sys\n\
+             print(json.dumps(list(csv.reader(io.StringIO(sys.stdin.read(), newline='')))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(part).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 csv: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_results_load_in_pythons_csv_module_also_after_a_replay() {
+    let ts = stack("shaping_csv").await;
+    // Every record's first and only attempt fails one time in four; the replay finishes them.
+    let api = MockApi::start(MockConfig {
+        error_rate: 0.25,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = api.base_url();
+    let records = 300u64;
+    let note = |i: u64| match i % 3 {
+        0 => "two\nlines, \"quoted\"".to_string(),
+        1 => String::new(),
+        _ => format!("n{i}"),
+    };
+    let data = jsonl((0..records).map(|i| json!({"id": i, "name": name(i), "note": note(i)})));
+    let yaml = format!(
+        "input: {{format: jsonl}}\n\
+         request: {{method: POST, url: \"{base}/items/{{id}}\", body: {{id: \"{{id}}\", name: \"{{name}}\"}}}}\n\
+         client: {{max_attempts: 1}}\n\
+         response: {{keep_headers: [ETag]}}\n\
+         output:\n  format: csv\n  columns: [record.id, record.name, record.note, \
+           {{name: echoed, value: response/echo/name}}, status, header.etag]\n\
+         split: {{chunk_bytes: 4000}}\n"
+    );
+    let report = ts
+        .run(ts.upload("csv", &yaml, "in.jsonl", &data).await, 2)
+        .await;
+    let (succeeded, failed) = reconciled(&report, records);
+    assert!(failed > 0, "the mock failed some calls");
+    let job = report.job_id.clone().unwrap();
+
+    let check = |rows_seen: &mut u64, part: &[u8]| {
+        let rows = python_csv(part);
+        assert_eq!(
+            rows[0],
+            ["offset", "id", "name", "note", "echoed", "status", "etag"],
+        );
+        let ids = ids_by_offset(&data);
+        for row in &rows[1..] {
+            let offset: u64 = row[0].parse().unwrap();
+            let id = ids[&offset];
+            assert_eq!(row[1], id.to_string());
+            assert_eq!(row[2], name(id));
+            assert_eq!(row[3], note(id));
+            assert_eq!(row[4], name(id), "the API's echo of the name");
+            assert_eq!(row[5], "200");
+            assert!(row[6].parse::<u64>().unwrap() > 0, "{row:?}");
+            *rows_seen += 1;
+        }
+    };
+    let parts = ts.keys(&format!("results/{job}/part-")).await;
+    assert!(
+        parts.len() > 2 && parts.iter().all(|k| k.ends_with(".csv")),
+        "{parts:?}"
+    );
+    let mut rows = 0;
+    for key in &parts {
+        check(&mut rows, &ts.object(key).await);
+    }
+    assert_eq!(rows, succeeded);
+
+    // The replay adds the rest as rows of the same parts.
+    api.set_config(MockConfig::default());
+    let replayed = fanout_cli::local::replay(&ts.config, &ts.stack, &job)
+        .await
+        .unwrap();
+    assert_eq!(replayed.now_succeeded, failed, "{replayed:?}");
+    let mut rows = 0;
+    for key in ts.keys(&format!("results/{job}/part-")).await {
+        check(&mut rows, &ts.object(&key).await);
+    }
+    assert_eq!(rows, records);
+}

@@ -3,6 +3,7 @@
 //! records here, so validate reports exactly the messages a job would.
 
 use crate::config::{InputFormat, PipelineConfig};
+use crate::csv_output::CsvLayout;
 use crate::framer::{Frame, RecordFramer};
 use crate::range::ByteRange;
 use crate::record::{BOM, RecordParser, header_line, parse_csv_header};
@@ -12,7 +13,8 @@ pub enum Verdict {
     /// A line of whitespace only: not a record.
     Blank,
     Reject(String),
-    Send(ApiRequest),
+    /// The request, and the record's values of the fields `keep` named (as CSV cells).
+    Send(ApiRequest, Vec<String>),
 }
 
 /// The reason for a record longer than `input.max_record_bytes`.
@@ -21,23 +23,42 @@ pub fn oversized(len: u64, max_record_bytes: usize) -> String {
 }
 
 /// Parses and renders one record (without its line terminator) at `offset` of the input.
+/// `keep` are the schema slots whose values the caller wants back (CSV results' record
+/// columns).
 pub fn judge(
     raw: &[u8],
     parser: &mut RecordParser,
     renderer: &RequestRenderer,
     job_id: &str,
     offset: u64,
+    keep: &[usize],
 ) -> Verdict {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Verdict::Blank;
     }
-    match parser
-        .parse(raw)
-        .and_then(|values| renderer.render(&values, job_id, offset))
-    {
-        Ok(request) => Verdict::Send(request),
+    let values = match parser.parse(raw) {
+        Ok(values) => values,
+        Err(reason) => return Verdict::Reject(reason),
+    };
+    match renderer.render(&values, job_id, offset) {
+        Ok(request) => Verdict::Send(
+            request,
+            (keep.iter())
+                .map(|&slot| values.get(slot).map(CsvLayout::cell).unwrap_or_default())
+                .collect(),
+        ),
         Err(reason) => Verdict::Reject(reason),
     }
+}
+
+/// The schema slots of the record fields that CSV results show, in
+/// [`CsvLayout::record_fields`]' order ([`crate::request::compile`] checked they exist).
+pub fn kept_slots(config: &PipelineConfig, parser: &RecordParser) -> Vec<usize> {
+    CsvLayout::new(&config.output.columns)
+        .record_fields()
+        .iter()
+        .filter_map(|name| parser.fields().iter().position(|f| &f.name == name))
+        .collect()
 }
 
 /// A record of a sample that a job would reject.
@@ -103,13 +124,13 @@ pub fn check_sample(
         let reason = match frame {
             Frame::Oversized { len, .. } => Some(oversized(len, max)),
             Frame::Record { bytes, .. } => {
-                match judge(&bytes, &mut parser, &renderer, "validate", offset) {
+                match judge(&bytes, &mut parser, &renderer, "validate", offset, &[]) {
                     Verdict::Blank => {
                         check.blank_lines += 1;
                         continue;
                     }
                     Verdict::Reject(reason) => Some(reason),
-                    Verdict::Send(_) => None,
+                    Verdict::Send(..) => None,
                 }
             }
         };

@@ -16,6 +16,7 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::batch::RateUnit;
+use crate::csv_output::{ColumnSpec, OutputFormat, Source};
 use crate::response::{Expect, StatusRules, StatusSet};
 use crate::stack_defaults::{API_BASE_URL_PLACEHOLDER, StackDefaults};
 use crate::template::{self, BodyTemplate, Template};
@@ -191,6 +192,8 @@ pub struct PipelineConfig {
     pub batch: Option<BatchConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
 }
 
 fn default_version() -> u32 {
@@ -413,6 +416,18 @@ section! {
         enabled: bool = false;
         /// Response bytes a container keeps; the oldest answers go first past it.
         max_bytes: u64 = 64 << 20, in 1..=1 << 30;
+    }
+}
+
+section! {
+    /// The format of results/ parts ([`crate::csv_output`]).
+    output: pub struct OutputConfig: Default {
+        /// `jsonl` (the default: one JSON object per result) or `csv`.
+        format: OutputFormat = OutputFormat::Jsonl;
+        /// CSV only: the columns after `offset`, each `record.<field>`, `response`,
+        /// `response/<JSON pointer>`, `header.<name>` (a kept header), `status`, `attempts`,
+        /// `latency_ms` or `cached`, or `{name: <column name>, value: <one of those>}`.
+        columns: Vec<ColumnSpec> = Vec::new();
     }
 }
 
@@ -874,6 +889,7 @@ impl PipelineConfig {
         self.check_statuses(&mut errors);
         self.check_response(&mut errors);
         self.check_batch(&referenced, &mut errors);
+        self.check_output(&mut errors);
         self.split.check_bounds(&mut errors);
         errors.finish()
     }
@@ -986,6 +1002,45 @@ impl PipelineConfig {
                     "batch.id_field",
                     format!("{id:?} is not a key of request.body, whose items it matches"),
                 );
+            }
+        }
+    }
+
+    /// CSV columns: present for CSV alone, each naming a value, headers among those kept, names
+    /// unique.
+    fn check_output(&self, errors: &mut Errors<'_>) {
+        let o = &self.output;
+        o.check_bounds(errors);
+        match (o.format, o.columns.is_empty()) {
+            (OutputFormat::Csv, true) => {
+                errors.push("output.columns", "CSV results need their columns");
+            }
+            (OutputFormat::Jsonl, false) => {
+                errors.push("output.columns", "columns are for output.format csv");
+            }
+            _ => {}
+        }
+        let kept: BTreeSet<String> = (self.response.keep_headers.iter())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        let mut names = BTreeSet::from(["offset".to_string()]);
+        for (i, column) in o.columns.iter().enumerate() {
+            let field = format!("output.columns[{i}]");
+            match column.parse() {
+                Err(problem) => errors.push(field, problem),
+                Ok((name, source)) => {
+                    if let Source::Header(h) = &source
+                        && !kept.contains(h)
+                    {
+                        errors.push(
+                            &field,
+                            format!("header {h:?} is not kept: add it to response.keep_headers"),
+                        );
+                    }
+                    if !names.insert(name.clone()) {
+                        errors.push(field, format!("a second column named {name:?}"));
+                    }
+                }
             }
         }
     }
@@ -1464,6 +1519,10 @@ request:
                 enabled: false,
                 max_bytes: 64 << 20,
             },
+            output: OutputConfig {
+                format: OutputFormat::Jsonl,
+                columns: vec![],
+            },
         };
         assert_eq!(c, expected);
         assert_eq!(c.client, ClientConfig::default());
@@ -1554,6 +1613,7 @@ request:
             good.job.bounded(),
             good.response.bounded(),
             good.cache.bounded(),
+            good.output.bounded(),
         ]
         .into_iter()
         .flatten()

@@ -19,6 +19,7 @@
 //! | [`ledger`] | job and manifest records, counts, statuses |
 //! | [`tolerance`] | when a job's failures stop it |
 //! | [`output`] | result, failed and rejected lines |
+//! | [`csv_output`] | CSV results: the columns a pipeline selects, one row per result |
 //! | [`summary`] | the job summary, built from the ledger |
 //! | [`latency`] | latency histograms and percentiles |
 //! | [`metrics`] | metric names, datums and their batching |
@@ -35,6 +36,7 @@ pub mod check;
 pub mod claims;
 pub mod config;
 pub mod continuation;
+pub mod csv_output;
 pub mod framer;
 #[doc(hidden)]
 pub mod fuzzing;

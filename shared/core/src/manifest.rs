@@ -84,6 +84,17 @@ pub mod keys {
     pub fn results_unit(job: &str, unit: &str) -> String {
         format!("results/{job}/part-{unit}.jsonl")
     }
+    /// A results part in the pipeline's `output.format`: `.jsonl` or `.csv`.
+    pub fn results_unit_as(
+        job: &str,
+        unit: &str,
+        format: crate::csv_output::OutputFormat,
+    ) -> String {
+        match format {
+            crate::csv_output::OutputFormat::Jsonl => results_unit(job, unit),
+            crate::csv_output::OutputFormat::Csv => format!("results/{job}/part-{unit}.csv"),
+        }
+    }
     pub fn failed_unit(job: &str, unit: &str) -> String {
         format!("failed/{job}/part-{unit}.jsonl")
     }

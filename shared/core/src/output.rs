@@ -32,6 +32,10 @@ pub struct ResultLine {
     /// record was sent, and this is its answer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// The record's values of the record fields that CSV results show
+    /// ([`crate::csv_output::CsvLayout::record_fields`]); empty otherwise, never serialized.
+    #[serde(skip)]
+    pub fields: Vec<String>,
 }
 
 /// A record whose call failed after all attempts; carries the record for replay.
@@ -90,6 +94,7 @@ impl ResultLine {
             response_truncated,
             headers,
             cached: false,
+            fields: Vec::new(),
         }
     }
 }

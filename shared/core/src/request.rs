@@ -109,6 +109,13 @@ fn with_query(url: String, query: &str) -> String {
     format!("{base}{separator}{query}{fragment}")
 }
 
+/// The record fields CSV results show.
+fn output_record_fields(config: &PipelineConfig) -> Vec<String> {
+    crate::csv_output::CsvLayout::new(&config.output.columns)
+        .record_fields()
+        .to_vec()
+}
+
 /// Binds a validated config to the input's shape. `header` is the CSV header (None for JSONL).
 /// Errors name the config file and field, like [`PipelineConfig::validate`].
 pub fn compile(
@@ -191,9 +198,34 @@ pub fn compile(
                     });
                 }
             }
+            // Fields that only CSV results show: kept when present, never required.
+            for name in output_record_fields(config) {
+                if !fields.iter().any(|f| f.name == name) {
+                    fields.push(SchemaField {
+                        name: name.clone(),
+                        ty: FieldType::Any,
+                        required: false,
+                        source: Source::JsonKey(name),
+                    });
+                }
+            }
             fields
         }
     };
+    for (i, column) in config.output.columns.iter().enumerate() {
+        if let Ok((_, crate::csv_output::Source::Record(name))) = column.parse()
+            && !fields.iter().any(|f| f.name == name)
+        {
+            let known: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+            return Err(err(
+                &format!("output.columns[{i}]"),
+                format!(
+                    "record.{name}: {name:?} is not a field of the input (fields: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
     let slot_of = |name: &str| fields.iter().position(|f| f.name == name);
     let mut url = Template::parse(&config.request.url).map_err(|m| err("request.url", m))?;
     url.bind(&slot_of).map_err(|m| err("request.url", m))?;

@@ -12,7 +12,7 @@
 //! line whose offset is already in the results is dropped rather than sent again; the counts are
 //! set (not added) from the objects, so a second run after a crash converges on the same state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -21,8 +21,10 @@ use tracing::{info, warn};
 
 use crate::worker::{self, Handled, WorkerDeps};
 use fanout_core::config::{InputFormat, PipelineConfig};
+use fanout_core::csv_output::{CsvLayout, OutputFormat, rows_of_part};
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, keys};
+use fanout_core::output::ResultLine;
 use fanout_core::ports::{DeadLetterQueue, LedgerRepair};
 use fanout_core::request::compile;
 use fanout_core::response::{ResponseShaper, Shaped};
@@ -205,6 +207,48 @@ fn jsonl(body: Option<Vec<u8>>) -> anyhow::Result<Vec<Value>> {
         .collect()
 }
 
+/// A unit's results part, in the pipeline's `output.format`.
+enum ResultsPart {
+    Jsonl(Vec<Value>),
+    /// The rows as written, with their offsets.
+    Csv(CsvLayout, Vec<(u64, Vec<u8>)>),
+}
+
+impl ResultsPart {
+    fn offsets(&self) -> BTreeSet<u64> {
+        match self {
+            ResultsPart::Jsonl(lines) => {
+                lines.iter().filter_map(|l| l["offset"].as_u64()).collect()
+            }
+            ResultsPart::Csv(_, rows) => rows.iter().map(|(o, _)| *o).collect(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            ResultsPart::Jsonl(lines) => lines.len() as u64,
+            ResultsPart::Csv(_, rows) => rows.len() as u64,
+        }
+    }
+
+    fn push(&mut self, line: ResultLine) -> anyhow::Result<()> {
+        match self {
+            ResultsPart::Jsonl(lines) => lines.push(serde_json::to_value(line)?),
+            ResultsPart::Csv(layout, rows) => {
+                rows.push((line.offset, layout.row(&line, &line.fields)))
+            }
+        }
+        Ok(())
+    }
+
+    fn body(self) -> anyhow::Result<(Vec<u8>, &'static str)> {
+        Ok(match self {
+            ResultsPart::Jsonl(lines) => (to_body(lines)?, "application/x-ndjson"),
+            ResultsPart::Csv(layout, rows) => (layout.part(rows), "text/csv; charset=utf-8"),
+        })
+    }
+}
+
 fn to_body(mut lines: Vec<Value>) -> anyhow::Result<Vec<u8>> {
     lines.sort_by_key(|l| l["offset"].as_u64());
     let mut out = Vec::new();
@@ -229,15 +273,20 @@ async fn replay_unit(
     let store = deps.worker.store.as_ref();
     let id = keys::unit(unit.seq, unit.part);
     let (results_key, failed_key) = (
-        keys::results_unit(job_id, &id),
+        keys::results_unit_as(job_id, &id, config.output.format),
         keys::failed_unit(job_id, &id),
     );
-    let mut results = jsonl(store.get_small(bucket, &results_key).await?)?;
+    let existing = store.get_small(bucket, &results_key).await?;
+    let mut results = match config.output.format {
+        OutputFormat::Jsonl => ResultsPart::Jsonl(jsonl(existing)?),
+        OutputFormat::Csv => ResultsPart::Csv(
+            CsvLayout::new(&config.output.columns),
+            rows_of_part(&existing.unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("s3://{bucket}/{results_key}: {e}"))?,
+        ),
+    };
     let failed = jsonl(store.get_small(bucket, &failed_key).await?)?;
-    let done: BTreeSet<u64> = results
-        .iter()
-        .filter_map(|l| l["offset"].as_u64())
-        .collect();
+    let done = results.offsets();
     // A line already in the results is a success an interrupted replay did not clear from failed/.
     let todo: Vec<(u64, String)> = failed
         .iter()
@@ -246,12 +295,18 @@ async fn replay_unit(
         .collect();
     let policy = &config.client;
     // Parsing is sequential (the parser keeps buffers); the calls run `concurrency` at a time.
+    let keep = fanout_core::check::kept_slots(config, parser);
+    let mut fields: HashMap<u64, Vec<String>> = HashMap::new();
     let prepared: Vec<_> = todo
         .into_iter()
         .map(|(offset, record)| {
-            let request = parser
-                .parse(record.as_bytes())
-                .and_then(|v| renderer.render(&v, job_id, offset));
+            let request = parser.parse(record.as_bytes()).and_then(|v| {
+                let cells = keep
+                    .iter()
+                    .map(|&s| v.get(s).map(CsvLayout::cell).unwrap_or_default());
+                fields.insert(offset, cells.collect());
+                renderer.render(&v, job_id, offset)
+            });
             (offset, record, request)
         })
         .collect();
@@ -308,12 +363,13 @@ async fn replay_unit(
     };
     lines.extend(called.into_iter().flatten());
     let mut still_failed = Vec::new();
-    for (_, line) in lines {
+    for (offset, line) in lines {
         report.replayed += 1;
         match line {
-            Shaped::Result(line) => {
+            Shaped::Result(mut line) => {
                 report.now_succeeded += 1;
-                results.push(serde_json::to_value(line)?);
+                line.fields = fields.remove(&offset).unwrap_or_default();
+                results.push(line)?;
             }
             Shaped::Failed(line) => {
                 report.still_failed += 1;
@@ -322,20 +378,14 @@ async fn replay_unit(
         }
     }
     let counts = Counts {
-        succeeded: results.len() as u64,
+        succeeded: results.len(),
         failed: still_failed.len() as u64,
         ..unit.counts
     };
     // Results first: a crash between the two writes leaves a success in both parts, which the
     // next replay clears from failed/ without sending it.
-    store
-        .put(
-            bucket,
-            &results_key,
-            to_body(results)?,
-            "application/x-ndjson",
-        )
-        .await?;
+    let (body, content_type) = results.body()?;
+    store.put(bucket, &results_key, body, content_type).await?;
     if still_failed.is_empty() {
         store.delete(bucket, &failed_key).await?;
     } else {

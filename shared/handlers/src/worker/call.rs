@@ -88,8 +88,9 @@ pub(super) async fn call_records(
                     Some(reason) => (not_attempted(reason), Served::Called),
                 };
                 let mut line = shaper.shape(p.offset, &p.raw, &outcome);
-                if let (Shaped::Result(line), Served::Cache) = (&mut line, served) {
-                    line.cached = true;
+                if let Shaped::Result(line) = &mut line {
+                    line.cached = served == Served::Cache;
+                    line.fields = p.fields;
                 }
                 Done::One(p.offset, line, attempted(&outcome))
             })
@@ -104,8 +105,14 @@ pub(super) async fn call_records(
                         request: &p.request,
                     })
                     .collect();
-                let (lines, outcome) =
+                let (mut lines, outcome) =
                     batch::call(api.client, policy, config, shaper, &members, drain).await;
+                drop(members);
+                for ((_, line), p) in lines.iter_mut().zip(group) {
+                    if let Shaped::Result(line) = line {
+                        line.fields = p.fields;
+                    }
+                }
                 Done::Many(lines, attempted(&outcome))
             })
             .buffer_unordered(policy.concurrency)

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use fanout_core::continuation;
+use fanout_core::csv_output::{CsvLayout, OutputFormat};
 use fanout_core::latency;
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, keys};
@@ -90,15 +91,32 @@ pub(super) async fn commit(
     );
     let store = deps.store.as_ref();
     let unit = m.unit_id();
+    let format = m.config.output.format;
     let (results_key, failed_key, rejected_key) = (
-        keys::results_unit(&m.job_id, &unit),
+        keys::results_unit_as(&m.job_id, &unit, format),
         keys::failed_unit(&m.job_id, &unit),
         keys::rejected_unit(&m.job_id, &unit),
     );
+    let (results, results_type) = match format {
+        OutputFormat::Jsonl => (to_jsonl(ok), JSONL),
+        OutputFormat::Csv => {
+            let layout = CsvLayout::new(&m.config.output.columns);
+            let rows = (ok.iter())
+                .map(|(offset, line)| (*offset, layout.row(line, &line.fields)))
+                .collect();
+            (layout.part(rows), CSV)
+        }
+    };
     futures::try_join!(
-        write_or_delete(store, &m.bucket, &results_key, to_jsonl(ok)),
-        write_or_delete(store, &m.bucket, &failed_key, to_jsonl(failed)),
-        write_or_delete(store, &m.bucket, &rejected_key, to_jsonl(tally.rejected)),
+        write_or_delete(store, &m.bucket, &results_key, results, results_type),
+        write_or_delete(store, &m.bucket, &failed_key, to_jsonl(failed), JSONL),
+        write_or_delete(
+            store,
+            &m.bucket,
+            &rejected_key,
+            to_jsonl(tally.rejected),
+            JSONL
+        ),
     )?;
     let mut record = ManifestRecord {
         job_id: m.job_id.clone(),
@@ -134,15 +152,19 @@ pub(super) async fn commit(
 }
 
 /// An empty part is deleted rather than written, so a re-run that now has none leaves none behind.
-async fn write_or_delete(
+pub(crate) async fn write_or_delete(
     store: &dyn ObjectStore,
     bucket: &str,
     key: &str,
     body: Vec<u8>,
+    content_type: &str,
 ) -> anyhow::Result<()> {
     if body.is_empty() {
         store.delete(bucket, key).await
     } else {
-        store.put(bucket, key, body, "application/x-ndjson").await
+        store.put(bucket, key, body, content_type).await
     }
 }
+
+pub(crate) const JSONL: &str = "application/x-ndjson";
+pub(crate) const CSV: &str = "text/csv; charset=utf-8";

@@ -24,6 +24,8 @@ pub(super) struct Pending {
     pub(super) offset: u64,
     pub(super) raw: Vec<u8>,
     pub(super) request: ApiRequest,
+    /// The record's values that CSV results show (empty for JSON Lines results).
+    pub(super) fields: Vec<String>,
 }
 
 /// What the reading side found besides requests.
@@ -52,6 +54,14 @@ pub(super) async fn read_records(
     tx: mpsc::Sender<Pending>,
     stop: Option<&StopTimes>,
 ) -> anyhow::Result<ReadTally> {
+    let keep = fanout_core::check::kept_slots(&m.config, &parser);
+    let reader = Reader {
+        m,
+        renderer,
+        tx: &tx,
+        stop,
+        keep: &keep,
+    };
     let max = m.config.input.max_record_bytes;
     let mut framer = RecordFramer::new(m.range, m.data_start, max);
     let mut tally = ReadTally::default();
@@ -90,7 +100,7 @@ pub(super) async fn read_records(
             let done = framer.push(&chunk, &mut frames);
             for frame in frames.drain(..) {
                 if tally.stopped_at.is_none() {
-                    dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+                    reader.dispatch(frame, &mut parser, &mut tally).await?;
                 }
             }
             if done || tally.stopped_at.is_some() {
@@ -113,78 +123,95 @@ pub(super) async fn read_records(
     framer.finish(&mut frames);
     for frame in frames.drain(..) {
         if tally.stopped_at.is_none() {
-            dispatch(frame, m, &mut parser, renderer, &tx, &mut tally, stop).await?;
+            reader.dispatch(frame, &mut parser, &mut tally).await?;
         }
     }
     Ok(tally)
 }
 
-/// Takes one framed record and gives it its fate: sent to the callers (its offset in
-/// `tally.sent`), rejected (oversized, unparsable, unrenderable), counted as a blank line, or,
-/// past the soft stop, left for the continuation (`tally.stopped_at`).
-async fn dispatch(
-    frame: Frame,
-    m: &Manifest,
-    parser: &mut RecordParser,
-    renderer: &RequestRenderer,
-    tx: &mpsc::Sender<Pending>,
-    tally: &mut ReadTally,
-    stop: Option<&StopTimes>,
-) -> anyhow::Result<()> {
-    // Past the soft stop no record is taken: this one starts the continuation.
-    if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
-        tally.stopped_at = Some(frame.offset());
-        return Ok(());
-    }
-    let (offset, raw) = match frame {
-        Frame::Oversized { offset, len } => {
-            let reason = fanout_core::check::oversized(len, m.config.input.max_record_bytes);
-            tally.rejected.push((
-                offset,
-                RejectedLine {
-                    offset,
-                    reason,
-                    record: None,
-                    record_bytes: len,
-                },
-            ));
+/// What dispatching a record needs besides the parser and the tally.
+struct Reader<'a> {
+    m: &'a Manifest,
+    renderer: &'a RequestRenderer,
+    tx: &'a mpsc::Sender<Pending>,
+    stop: Option<&'a StopTimes>,
+    /// The schema slots CSV results show.
+    keep: &'a [usize],
+}
+
+impl Reader<'_> {
+    /// Takes one framed record and gives it its fate: sent to the callers (its offset in
+    /// `tally.sent`), rejected (oversized, unparsable, unrenderable), counted as a blank line, or,
+    /// past the soft stop, left for the continuation (`tally.stopped_at`).
+    async fn dispatch(
+        &self,
+        frame: Frame,
+        parser: &mut RecordParser,
+        tally: &mut ReadTally,
+    ) -> anyhow::Result<()> {
+        let Reader {
+            m,
+            renderer,
+            tx,
+            stop,
+            keep,
+        } = *self;
+        // Past the soft stop no record is taken: this one starts the continuation.
+        if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
+            tally.stopped_at = Some(frame.offset());
             return Ok(());
         }
-        Frame::Record { offset, bytes } => (offset, bytes),
-    };
-    match fanout_core::check::judge(&raw, parser, renderer, &m.job_id, offset) {
-        Verdict::Blank => {
-            tally.blank_lines.push(offset);
-            Ok(())
-        }
-        Verdict::Send(request) => {
-            let sent = tx
-                .send(Pending {
+        let (offset, raw) = match frame {
+            Frame::Oversized { offset, len } => {
+                let reason = fanout_core::check::oversized(len, m.config.input.max_record_bytes);
+                tally.rejected.push((
                     offset,
-                    raw,
-                    request,
-                })
-                .await;
-            match sent {
-                Ok(()) => tally.sent.push(offset),
-                // The callers stop early only at the hard stop: this record is unfinished.
-                Err(_) if stop.is_some() => tally.stopped_at = Some(offset),
-                Err(_) => anyhow::bail!("the API callers stopped early"),
+                    RejectedLine {
+                        offset,
+                        reason,
+                        record: None,
+                        record_bytes: len,
+                    },
+                ));
+                return Ok(());
             }
-            Ok(())
-        }
-        Verdict::Reject(reason) => {
-            let record = Some(String::from_utf8_lossy(&raw).into_owned());
-            tally.rejected.push((
-                offset,
-                RejectedLine {
+            Frame::Record { offset, bytes } => (offset, bytes),
+        };
+        match fanout_core::check::judge(&raw, parser, renderer, &m.job_id, offset, keep) {
+            Verdict::Blank => {
+                tally.blank_lines.push(offset);
+                Ok(())
+            }
+            Verdict::Send(request, fields) => {
+                let sent = tx
+                    .send(Pending {
+                        offset,
+                        raw,
+                        request,
+                        fields,
+                    })
+                    .await;
+                match sent {
+                    Ok(()) => tally.sent.push(offset),
+                    // The callers stop early only at the hard stop: this record is unfinished.
+                    Err(_) if stop.is_some() => tally.stopped_at = Some(offset),
+                    Err(_) => anyhow::bail!("the API callers stopped early"),
+                }
+                Ok(())
+            }
+            Verdict::Reject(reason) => {
+                let record = Some(String::from_utf8_lossy(&raw).into_owned());
+                tally.rejected.push((
                     offset,
-                    reason,
-                    record,
-                    record_bytes: raw.len() as u64,
-                },
-            ));
-            Ok(())
+                    RejectedLine {
+                        offset,
+                        reason,
+                        record,
+                        record_bytes: raw.len() as u64,
+                    },
+                ));
+                Ok(())
+            }
         }
     }
 }
