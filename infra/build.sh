@@ -30,8 +30,10 @@ fi
 # build's time, which was the largest phase of `make test`. SAM's debug mode drops cargo lambda's
 # --release and nothing else. The [default] environment (what `sam deploy` ships) and
 # `make test-infra` build release binaries.
+# The local build is also the workspace's build (infra/cargo-lambda-local.toml says how and why):
+# after `make test`'s compile phase it compiles nothing.
 if [ "$config_env" = local ]; then
-  export SAM_BUILD_MODE=debug
+  export SAM_BUILD_MODE=debug CARGO_LAMBDA_GLOBAL=$repo/infra/cargo-lambda-local.toml
 fi
 step "sam build ($arch${SAM_BUILD_MODE:+, $SAM_BUILD_MODE})" sam build "$@"
 # The ELF header's e_machine (bytes 18-19, little-endian) says what the binary runs on.
