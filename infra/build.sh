@@ -46,4 +46,18 @@ for path in sys.argv[2:]:
     if head[:4] != b"\x7fELF" or struct.unpack_from("<H", head, 18)[0] != want:
         sys.exit(f"infra/build.sh: {path} is not a {sys.argv[1]} ELF binary")
 PY
+# The local bootstraps are the workspace's build (infra/cargo-lambda-local.toml): the very files
+# of its binaries, when the host is x86_64 too. Were that configuration not read (a cargo lambda
+# upgrade), each function would be compiled alone again, which takes minutes and would go
+# unnoticed: this says so. cargo lambda moves the binary it built out of target/TRIPLE/debug; the
+# workspace's build puts it back, compiling nothing.
+if [ "$config_env" = local ] && [ "$cargo_target" = x86_64-unknown-linux-gnu ]; then
+  workspace_build
+  for f in Splitter:splitter Worker:worker; do
+    if ! cmp -s ".aws-sam/build/${f%%:*}Function/bootstrap" "$bin_dir/${f#*:}"; then
+      echo "infra/build.sh: .aws-sam/build/${f%%:*}Function/bootstrap is not the workspace's ${f#*:} ($bin_dir/${f#*:}): did cargo lambda read infra/cargo-lambda-local.toml?" >&2
+      exit 1
+    fi
+  done
+fi
 ls -l .aws-sam/build/*/bootstrap >&2
