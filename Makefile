@@ -12,16 +12,25 @@ demo: setup
 
 ## test: every check and test, each phase timed (scripts/phase.sh; the table at the end, and in
 ## .local/phases.tsv): formatting and clippy; the Lambda binaries' dependency graph (no local
-## tooling, infra/check-deps.sh); the workspace's build (bins and tests, one feature set: the infra
-## scripts run these binaries rather than build their own); unit and property tests of every
-## crate, the mock API's and the template's static checks (infra/template-tests); the end-to-end
-## suite on the local stack (tests/e2e, one binary, run in four processes: see tests/e2e/main.rs);
-## sam validate --lint, cfn-lint and checkov; the template built (sam build --config-env local:
-## x86_64, see samconfig.toml), deployed into the local AWS, read back and given a job; and the
+## tooling) and each function type-checked with its own features (infra/check-deps.sh); the
+## workspace's build (bins and tests, one feature set: the infra scripts run these binaries rather
+## than build their own); unit and property tests of every crate, the mock API's and the
+## template's static checks (infra/template-tests); the end-to-end suite on the local stack
+## (tests/e2e, one binary, run in four processes: see tests/e2e/main.rs); sam validate --lint,
+## cfn-lint and checkov; the template built (sam build --config-env local: x86_64, see
+## samconfig.toml; its cargo lambda builds the workspace's build, see
+## infra/cargo-lambda-local.toml), deployed into the local AWS, read back and given a job; and the
 ## events/ run through the Lambda binaries (behind cargo lambda's runtime API).
-## Every cargo command selects the whole workspace (--workspace with target filters), so the
-## features cargo unifies are the same each time and nothing is compiled twice.
+## Every cargo build selects the whole workspace (--workspace with target filters), so the
+## features cargo unifies are the same each time and nothing is compiled twice; only check-deps
+## checks each function alone (check mode, the units that a function's own features change).
+## Every cargo command here builds for the host's target triple, named (CARGO_BUILD_TARGET, as
+## infra/lib.sh names it for the infra scripts): the local sam build's cargo lambda names its
+## triple, and a named triple is a build of its own (target/TRIPLE/), so only thus does the
+## infra-build phase find the compile phase's units.
 ## Each phase that needs AWS gets a fresh local AWS (scripts/with-stack.sh: one ministack process).
+HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+test: export CARGO_BUILD_TARGET := $(HOST_TARGET)
 E2E := cargo test --workspace --locked --test e2e
 test: setup
 	@rm -f .local/phases.tsv

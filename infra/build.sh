@@ -30,8 +30,10 @@ fi
 # build's time, which was the largest phase of `make test`. SAM's debug mode drops cargo lambda's
 # --release and nothing else. The [default] environment (what `sam deploy` ships) and
 # `make test-infra` build release binaries.
+# The local build is also the workspace's build (infra/cargo-lambda-local.toml says how and why):
+# after `make test`'s compile phase it compiles nothing.
 if [ "$config_env" = local ]; then
-  export SAM_BUILD_MODE=debug
+  export SAM_BUILD_MODE=debug CARGO_LAMBDA_GLOBAL=$repo/infra/cargo-lambda-local.toml
 fi
 step "sam build ($arch${SAM_BUILD_MODE:+, $SAM_BUILD_MODE})" sam build "$@"
 # The ELF header's e_machine (bytes 18-19, little-endian) says what the binary runs on.
@@ -44,4 +46,18 @@ for path in sys.argv[2:]:
     if head[:4] != b"\x7fELF" or struct.unpack_from("<H", head, 18)[0] != want:
         sys.exit(f"infra/build.sh: {path} is not a {sys.argv[1]} ELF binary")
 PY
+# The local bootstraps are the workspace's build (infra/cargo-lambda-local.toml): the very files
+# of its binaries, when the host is x86_64 too. Were that configuration not read (a cargo lambda
+# upgrade), each function would be compiled alone again, which takes minutes and would go
+# unnoticed: this says so. cargo lambda moves the binary it built out of target/TRIPLE/debug; the
+# workspace's build puts it back, compiling nothing.
+if [ "$config_env" = local ] && [ "$cargo_target" = x86_64-unknown-linux-gnu ]; then
+  workspace_build
+  for f in Splitter:splitter Worker:worker; do
+    if ! cmp -s ".aws-sam/build/${f%%:*}Function/bootstrap" "$bin_dir/${f#*:}"; then
+      echo "infra/build.sh: .aws-sam/build/${f%%:*}Function/bootstrap is not the workspace's ${f#*:} ($bin_dir/${f#*:}): did cargo lambda read infra/cargo-lambda-local.toml?" >&2
+      exit 1
+    fi
+  done
+fi
 ls -l .aws-sam/build/*/bootstrap >&2

@@ -33,8 +33,8 @@ deployed=$(python3 -c 'import tomllib; print(tomllib.load(open("samconfig.toml",
 # {{API_BASE_URL}}). The workspace's build has it (a no-op after `make test`'s compile phase; a
 # `cargo build -p mock-api` would select other features and compile much of it again). It answers
 # 5% of calls 503 until infra/job-on-deployed.sh turns that off before its replay.
-cargo build --workspace --all-targets --locked -q
-target/debug/mock-api --bind 127.0.0.1:0 --latency-ms 1-5 --error-rate 0.05 >.local/deployed-mock-api.log 2>&1 &
+workspace_build
+"$bin_dir/mock-api" --bind 127.0.0.1:0 --latency-ms 1-5 --error-rate 0.05 >.local/deployed-mock-api.log 2>&1 &
 api_pid=$!
 trap 'kill $api_pid 2>/dev/null; wait $api_pid 2>/dev/null || true' EXIT INT TERM
 api_url=

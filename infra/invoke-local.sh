@@ -17,8 +17,8 @@ use_local_aws
 # The binaries of the workspace's build (a no-op after `make test`'s compile phase). Letting
 # cargo lambda build the functions would select other features and compile much of it again, and
 # an invocation waiting for that build could find its deadline already past.
-cargo build --workspace --all-targets --locked -q
-stack_json=$(target/debug/fanout local up --prefix fanout)
+workspace_build
+stack_json=$("$bin_dir/fanout" local up --prefix fanout)
 queue_url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["queue_url"])' "$stack_json")
 table=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["table"])' "$stack_json")
 kms_key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["kms_key_id"])' "$stack_json")
@@ -54,7 +54,7 @@ for function in splitter worker; do
     AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}" \
     AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}" \
     AWS_EC2_METADATA_DISABLED=true RUST_LOG=info \
-    "target/debug/$function" >".local/lambda-$function.log" 2>&1 &
+    "$bin_dir/$function" >".local/lambda-$function.log" 2>&1 &
   pids+=($!)
 done
 

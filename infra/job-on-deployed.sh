@@ -44,7 +44,7 @@ lam.update_event_source_mapping(UUID=mapping["UUID"], ScalingConfig=scaling)
 print(f"event source mapping {scaling}", file=sys.stderr)
 PY
 
-fanout=target/debug/fanout
+fanout=$bin_dir/fanout
 records=3000
 input=.local/deployed-job-$records.csv
 [ -f "$input" ] || $fanout generate --records "$records" --format csv --out "$input"

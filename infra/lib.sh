@@ -8,6 +8,15 @@ export PATH="$venv/bin:$PATH"
 export SAM_CLI_TELEMETRY=0
 export SAM_CLI_POLL_DELAY=1
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} AWS_REGION=${AWS_REGION:-us-east-1}
+# The workspace's build as the infra scripts run it: for the host's target triple, named
+# (CARGO_BUILD_TARGET, as `make test` names it), which puts it where the local sam build's `cargo
+# lambda build --target x86_64-unknown-linux-gnu` builds, so that the two share it
+# (infra/cargo-lambda-local.toml). bin_dir: where its dev-profile binaries are.
+cargo_target=${CARGO_BUILD_TARGET:-$(rustc -vV | sed -n 's/^host: //p')}
+bin_dir=${CARGO_TARGET_DIR:-$repo/target}/$cargo_target/debug
+workspace_build() {
+  CARGO_BUILD_TARGET=$cargo_target cargo build --workspace --all-targets --locked -q
+}
 
 # step NAME CMD...: runs CMD, prints its wall time, and stops the script if it fails.
 step() {
