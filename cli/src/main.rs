@@ -349,6 +349,10 @@ enum LocalCommand {
     },
 }
 
+// The worker's allocator: `fanout local run` works records as the worker Lambda does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fanout_handlers::telemetry::init_text("warn");

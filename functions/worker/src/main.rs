@@ -5,6 +5,12 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use fanout_handlers::worker::handle_sqs_batch;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
+// A record's way through the worker allocates a few dozen small objects (its bytes, fields,
+// request, futures, result line): glibc's malloc spent a fifth of the CPU on them
+// (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fanout_handlers::telemetry::init_json();
