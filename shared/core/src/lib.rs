@@ -8,6 +8,7 @@
 //! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
 //! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
+//! | [`quote`] | CSV quote state across byte ranges: transition functions, the start guess, redo |
 //! | [`request`] | a record rendered into an HTTP request |
 //! | [`secret`] | where a secret lives (a config's reference) and its value, which never prints |
 //! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod oauth2;
 pub mod output;
 pub mod ports;
+pub mod quote;
 pub mod range;
 pub mod ranged_body;
 pub mod rate_override;
