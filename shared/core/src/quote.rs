@@ -261,7 +261,7 @@ pub struct PartScan {
 }
 
 /// A range to redo: its `seq` and the state its first byte truly starts in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redo {
     pub seq: u32,
     pub start: QState,
