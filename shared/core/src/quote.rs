@@ -470,6 +470,40 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever each range guessed (and wherever its continuations were cut), composing the
+        /// recorded transitions names exactly the ranges whose guess was not their true state.
+        #[test]
+        fn resolve_names_exactly_the_wrong_guesses(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b','), Just(b'"'), Just(b'\n')], 1..80),
+            chunk in 1usize..20,
+            guesses in proptest::collection::vec(0usize..5, 80),
+            cuts in proptest::collection::vec(any::<bool>(), 80),
+        ) {
+            let mut parts = Vec::new();
+            let mut expected = Vec::new();
+            let mut truth = Record;
+            for (seq, range) in bytes.chunks(chunk).enumerate() {
+                let guess = if seq == 0 { Record } else { QState::ALL[guesses[seq]] };
+                if guess != truth {
+                    expected.push(Redo { seq: seq as u32, start: truth });
+                }
+                // A cut (a continuation) splits the range's transition in two; the continuation
+                // starts at a record start of its parent's framing.
+                let at = (1..range.len())
+                    .find(|&i| cuts[seq] && advance(guess, &range[..i], b',') == Record)
+                    .unwrap_or(range.len());
+                let first = Transition::of(&range[..at], b',');
+                parts.push(PartScan { seq: seq as u32, part: 0, scan: QuoteScan { start: guess, ends: first } });
+                if at < range.len() {
+                    let ends = Transition::of(&range[at..], b',');
+                    parts.push(PartScan { seq: seq as u32, part: 1, scan: QuoteScan { start: Record, ends } });
+                }
+                truth = advance(truth, range, b',');
+            }
+            parts.reverse();
+            prop_assert_eq!(resolve(&parts), expected);
+        }
+
         #[test]
         fn fast_advance_equals_the_byte_machine(
             bytes in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b','), Just(b'"'), Just(b'\n'), Just(b'\r')], 0..60),

@@ -92,15 +92,14 @@ impl RecordParser {
                 columns.len()
             ));
         }
-        self.fields
-            .iter()
-            .map(|f| {
-                let Source::CsvColumn(i) = f.source else {
-                    unreachable!("CSV schema with a JSON source")
-                };
-                typed_from_text(f, columns[i])
-            })
-            .collect()
+        let mut values = Vec::with_capacity(self.fields.len());
+        for f in &self.fields {
+            let Source::CsvColumn(i) = f.source else {
+                unreachable!("CSV schema with a JSON source")
+            };
+            values.push(typed_from_text(f, columns[i])?);
+        }
+        Ok(values)
     }
 
     fn parse_json(&self, text: &str) -> Result<Vec<Value>, String> {
