@@ -144,3 +144,53 @@ async fn quoted_line_breaks_across_range_boundaries_reach_the_api_once() {
         RECORDS, job.manifests_total, report.wall_seconds
     );
 }
+
+/// A quoted field that looks like records from inside (`x,b` lines, 80 KB) spans two range
+/// boundaries: both ranges guess "unquoted", wrongly. Once all three ranges are recorded, the job
+/// is not completed but redone for those two ranges from their true state: their output and
+/// ledger counts are replaced, and the job ends with each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_that_guess_wrong_are_redone_and_replaced() {
+    let mut data = b"id,name\n1,\"x\n".to_vec();
+    for _ in 0..20_000 {
+        data.extend_from_slice(b"x,b\n");
+    }
+    data.extend_from_slice(b"\"\n3,c\n");
+    let expected: Vec<u64> = {
+        let mut reader = csv::ReaderBuilder::new().from_reader(&data[..]);
+        reader
+            .records()
+            .map(|r| r.unwrap().position().unwrap().byte())
+            .collect()
+    };
+    assert_eq!(expected, [8, data.len() as u64 - 4]);
+
+    let ts = stack("csv_redo").await;
+    let api = MockApi::start(MockConfig::default()).await.unwrap();
+    let yaml = format!(
+        "input:\n  format: csv\n  fields: [{{name: id, type: integer, required: true}}, {{name: name}}]\nrequest:\n  method: POST\n  url: \"{}/items/{{id}}\"\n  body: {{ id: \"{{id}}\", name: \"{{name}}\" }}\nsplit: {{ chunk_bytes: 40000 }}\n",
+        api.base_url()
+    );
+    let event = ts.upload("redo", &yaml, "in.csv", &data).await;
+    let report = ts.run(event, 2).await;
+    let job = report.job.as_ref().expect("job");
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let redo: Vec<u32> = job.redo.iter().flatten().map(|r| r.seq).collect();
+    assert_eq!(redo, [1, 2], "{job:?}");
+    // Three ranges and two redos.
+    assert_eq!(job.manifests_total, 5);
+
+    let results = ts.lines(&format!("results/{}/part-", job.job_id)).await;
+    assert_eq!(offsets(&results), expected);
+    // What the wrong guesses rejected (the `x,b` lines) went with their ranges' output.
+    assert!(
+        ts.lines(&format!("rejected/{}/", job.job_id))
+            .await
+            .is_empty()
+    );
+    let summary = report.summary.as_ref().expect("summary");
+    assert_eq!(summary.input_records, 2, "{summary:?}");
+    assert_eq!(summary.rejected, 0, "{summary:?}");
+    assert!(summary.reconciled, "{summary:?}");
+    assert_eq!(api.stats().total_requests, 2);
+}

@@ -80,6 +80,8 @@ struct CsvFraming {
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuoteTrack {
     pub start: QState,
+    /// Start states that frame the same records (see [`QuoteScan::also`]).
+    pub also: u8,
     changes: Vec<(u64, Transition)>,
     at_end: Option<Transition>,
 }
@@ -97,6 +99,7 @@ impl QuoteTrack {
         };
         Some(QuoteScan {
             start: self.start,
+            also: self.also,
             ends,
         })
     }
@@ -155,6 +158,7 @@ impl RecordFramer {
                 state: start,
                 track: QuoteTrack {
                     start,
+                    also: 0,
                     changes: Vec::new(),
                     at_end: None,
                 },
@@ -168,6 +172,12 @@ impl RecordFramer {
             framer.begin_record_at(pos);
         }
         framer
+    }
+
+    /// Records the start states that a guess found framing the same records as its own.
+    pub fn with_equivalent_starts(mut self, also: u8) -> Self {
+        self.csv_mut().track.also = also;
+        self
     }
 
     fn csv_mut(&mut self) -> &mut CsvFraming {

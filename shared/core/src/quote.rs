@@ -225,28 +225,43 @@ impl Transition {
 }
 
 /// What one manifest (or continuation) part recorded about its sub-range: the start state it
-/// worked under, and its sub-range's transition function.
+/// worked under, the other start states that frame its records the same way (their simulations
+/// meet its own before either alone reaches a record start), and its sub-range's transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuoteScan {
     pub start: QState,
+    /// Start states equivalent to `start` for this part's records, a bit per [`QState::index`].
+    pub also: u8,
     pub ends: Transition,
 }
 
 impl QuoteScan {
-    /// `R:RRRQE`, as the ledger stores it.
+    /// Whether this part's records are the ones framed from `truth`.
+    pub fn framed_right(&self, truth: QState) -> bool {
+        self.start == truth || self.also & (1 << truth.index()) != 0
+    }
+
+    /// `R:RRRQE`, or with equivalent start states `EU:RRRQE`, as the ledger stores it.
     pub fn encode(&self) -> String {
-        format!("{}:{}", self.start.code(), self.ends.encode())
+        let also: String = QState::ALL
+            .iter()
+            .filter(|s| self.also & (1 << s.index()) != 0)
+            .map(|s| s.code())
+            .collect();
+        format!("{}{also}:{}", self.start.code(), self.ends.encode())
     }
 
     pub fn decode(text: &str) -> Option<Self> {
         let (start, ends) = text.split_once(':')?;
         let mut chars = start.chars();
         let start = QState::from_code(chars.next()?)?;
-        if chars.next().is_some() {
-            return None;
+        let mut also = 0;
+        for c in chars {
+            also |= 1 << QState::from_code(c)?.index();
         }
         Some(Self {
             start,
+            also,
             ends: Transition::decode(ends)?,
         })
     }
@@ -281,7 +296,7 @@ pub fn resolve(parts: &[PartScan]) -> Vec<Redo> {
             range_start = state;
         }
         let wrong_seq = redo.last().is_some_and(|r| r.seq == p.seq);
-        if p.scan.start != state && !wrong_seq {
+        if !p.scan.framed_right(state) && !wrong_seq {
             // A continuation starts where its parent's framing put a record start, so a part 0
             // is wrong first; the whole range is redone from its true state.
             redo.push(Redo {
@@ -298,23 +313,18 @@ pub fn resolve(parts: &[PartScan]) -> Vec<Redo> {
 pub const GUESS_WINDOW: usize = 64 * 1024;
 
 /// Guesses the state at a range's first byte from the byte before it (`prev`) and the range's
-/// first bytes (`window`, up to [`GUESS_WINDOW`]; `at_eof` when the object ends with it).
+/// first bytes (`window`, up to [`GUESS_WINDOW`]).
 ///
 /// The candidates are the states `prev` can lead to (after a newline: a record start, or inside
-/// quotes; after a delimiter: a field start, or inside quotes; after a quote: inside quotes, after
-/// a closing quote, or a literal quote; otherwise unquoted, or inside quotes). Each is simulated
-/// until they all meet, counting what well-formed CSV rarely has: a quote inside an unquoted
-/// field, a byte other than a delimiter or newline after a closing quote, a record whose field
-/// count is not the header's (`columns`, 0 to skip), and a quoted run longer than
-/// `max_record_bytes`. The fewest wins; a tie goes to the unquoted candidate, so a range without
-/// quotes is read as today.
-pub fn guess_start(
-    prev: u8,
-    window: &[u8],
-    delim: u8,
-    columns: usize,
-    max_record_bytes: usize,
-) -> QState {
+/// quotes; after a delimiter: a field start, or inside quotes; after a quote: after a closing
+/// quote, a literal quote, or inside quotes; otherwise unquoted, or inside quotes). Each is
+/// simulated until they all meet, counting what RFC 4180 does not allow and well-formed CSV rarely
+/// has: a quote inside an unquoted field, a byte other than a delimiter or a line break after a
+/// closing quote, and a quoted run longer than `max_record_bytes`. The fewest wins; a tie goes to
+/// the unquoted candidate, so a range without quotes is read as before. (Field counts are not
+/// judged: a candidate inside quotes skips the records it takes for text, so counting them would
+/// favour it wherever the file has short records.)
+pub fn guess_start(prev: u8, window: &[u8], delim: u8, max_record_bytes: usize) -> Guess {
     let candidates: &[QState] = if prev == b'\n' {
         &[Record, Quoted]
     } else if prev == delim {
@@ -328,9 +338,6 @@ pub fn guess_start(
     struct Sim {
         s: QState,
         score: u32,
-        /// Fields of the current record; None for the record the range starts inside.
-        fields: Option<usize>,
-        record_len: usize,
         quoted_run: usize,
     }
     let mut sims: Vec<Sim> = candidates
@@ -338,16 +345,11 @@ pub fn guess_start(
         .map(|&s| Sim {
             s,
             score: 0,
-            fields: (s == Record).then_some(1),
-            record_len: 0,
             quoted_run: 0,
         })
         .collect();
     for &b in window {
-        if sims
-            .iter()
-            .all(|x| x.s == sims[0].s && x.fields == sims[0].fields)
-        {
+        if sims.iter().all(|x| x.s == sims[0].s) {
             break;
         }
         for x in &mut sims {
@@ -365,34 +367,45 @@ pub fn guess_start(
             } else {
                 x.quoted_run = 0;
             }
-            if next == Field
-                && !x.s.in_quotes()
-                && let Some(f) = &mut x.fields
-            {
-                *f += 1;
-            }
-            x.record_len += 1;
-            if next == Record {
-                let blank = x.record_len <= 2;
-                if let Some(f) = x.fields
-                    && columns > 0
-                    && f != columns
-                    && !blank
-                {
-                    x.score += 1;
-                }
-                x.fields = Some(1);
-                x.record_len = 0;
-            }
             x.s = next;
         }
     }
     // Ties go to the first candidate (the unquoted one).
     let best = sims.iter().map(|x| x.score).min().unwrap_or(0);
-    sims.iter()
+    let start = sims
+        .iter()
         .zip(candidates)
         .find(|(x, _)| x.score == best)
-        .map_or(Record, |(_, c)| *c)
+        .map_or(Record, |(_, c)| *c);
+    // The candidates that frame the same records: they meet the guess before either alone
+    // reaches a record start (e.g. after `"` in `a "b" c`, "closing quote" and "literal quote").
+    let mut also = 0;
+    // A record start at the range's first byte under one of them only is a difference already.
+    let others = candidates
+        .iter()
+        .filter(|c| **c != start && **c != Record && start != Record);
+    for &c in others {
+        let (mut g, mut o) = (start, c);
+        for &b in window {
+            (g, o) = (step(g, b, delim), step(o, b, delim));
+            if g == o {
+                also |= 1 << c.index();
+                break;
+            }
+            if g == Record || o == Record {
+                break;
+            }
+        }
+    }
+    Guess { start, also }
+}
+
+/// A range's guessed start state, and the other candidates that frame its records the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guess {
+    pub start: QState,
+    /// A bit per [`QState::index`], as in [`QuoteScan::also`].
+    pub also: u8,
 }
 
 #[cfg(test)]
@@ -416,17 +429,25 @@ mod tests {
     fn codes_round_trip() {
         let scan = QuoteScan {
             start: Quoted,
+            also: 0,
             ends: Transition([Record, Record, Unquoted, Quoted, QuoteInQuoted]),
         };
         assert_eq!(scan.encode(), "Q:RRUQE");
         assert_eq!(QuoteScan::decode("Q:RRUQE"), Some(scan));
-        assert_eq!(QuoteScan::decode("QQ:RRUQE"), None);
+        let both = QuoteScan {
+            start: QuoteInQuoted,
+            also: 1 << Unquoted.index(),
+            ..scan
+        };
+        assert_eq!(both.encode(), "EU:RRUQE");
+        assert_eq!(QuoteScan::decode("EU:RRUQE"), Some(both));
+        assert_eq!(QuoteScan::decode("X:RRUQE"), None);
         assert_eq!(QuoteScan::decode("Q:RRUQ"), None);
     }
 
     #[test]
     fn guesses_on_the_usual_boundaries() {
-        let g = |prev: u8, w: &[u8]| guess_start(prev, w, b',', 3, 1000);
+        let g = |prev: u8, w: &[u8]| guess_start(prev, w, b',', 1000).start;
         // After a quoted newline: the rest of the field, its closing quote and a delimiter.
         assert_eq!(g(b'\n', b"line two\",x\n4,a,b\n"), Quoted);
         // After an ordinary newline.
@@ -439,6 +460,14 @@ mod tests {
         assert_eq!(g(b'"', b"one\ntwo\",x\n4,a,b\n"), Quoted);
         // Just after a closing quote.
         assert_eq!(g(b'"', b",x\n4,\"a\",b\n"), QuoteInQuoted);
+        // Inside `a "quoted" word`, after the first quote: whether that quote was a literal, a
+        // closing or an opening one, the same records follow.
+        let inside = guess_start(b'"', b"quoted\" word,z\n4,a,b\n", b',', 1000);
+        assert_eq!(inside.start, Unquoted);
+        assert_eq!(
+            inside.also,
+            (1 << QuoteInQuoted.index()) | (1 << Quoted.index())
+        );
     }
 
     #[test]
@@ -449,6 +478,7 @@ mod tests {
             part,
             scan: QuoteScan {
                 start,
+                also: 0,
                 ends: t(ends),
             },
         };
@@ -493,15 +523,39 @@ mod tests {
                     .find(|&i| cuts[seq] && advance(guess, &range[..i], b',') == Record)
                     .unwrap_or(range.len());
                 let first = Transition::of(&range[..at], b',');
-                parts.push(PartScan { seq: seq as u32, part: 0, scan: QuoteScan { start: guess, ends: first } });
+                parts.push(PartScan { seq: seq as u32, part: 0, scan: QuoteScan { start: guess, also: 0, ends: first } });
                 if at < range.len() {
                     let ends = Transition::of(&range[at..], b',');
-                    parts.push(PartScan { seq: seq as u32, part: 1, scan: QuoteScan { start: Record, ends } });
+                    parts.push(PartScan { seq: seq as u32, part: 1, scan: QuoteScan { start: Record, also: 0, ends } });
                 }
                 truth = advance(truth, range, b',');
             }
             parts.reverse();
             prop_assert_eq!(resolve(&parts), expected);
+        }
+
+        /// The start states a guess calls equivalent frame exactly the records its own does.
+        #[test]
+        fn equivalent_starts_frame_the_same_records(
+            prev in prop_oneof![Just(b'a'), Just(b','), Just(b'"'), Just(b'\n')],
+            bytes in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b','), Just(b'"'), Just(b'\n'), Just(b' ')], 0..40),
+        ) {
+            let record_starts = |s: QState| -> Vec<usize> {
+                let mut out = Vec::new();
+                let mut s = s;
+                for (i, &b) in bytes.iter().enumerate() {
+                    if s == Record {
+                        out.push(i);
+                    }
+                    s = step(s, b, b',');
+                }
+                out
+            };
+            let guess = guess_start(prev, &bytes, b',', 1000);
+            for other in QState::ALL.into_iter().filter(|o| guess.also & (1 << o.index()) != 0) {
+                prop_assert_eq!(record_starts(other), record_starts(guess.start));
+                prop_assert_eq!(advance(other, &bytes, b','), advance(guess.start, &bytes, b','));
+            }
         }
 
         #[test]

@@ -76,10 +76,10 @@ pub(super) async fn read_records(
             None
         }
     };
-    let columns = m.header.as_ref().map_or(0, Vec::len);
     let guess = |window: &[u8]| {
-        let state = guess_start(window[0], &window[1..], delim, columns, max);
-        RecordFramer::new_csv(m.range, m.data_start, max, delim, state)
+        let guess = guess_start(window[0], &window[1..], delim, max);
+        RecordFramer::new_csv(m.range, m.data_start, max, delim, guess.start)
+            .with_equivalent_starts(guess.also)
     };
     let mut tally = ReadTally::default();
     let mut frames = Vec::new();
