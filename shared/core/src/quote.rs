@@ -54,10 +54,6 @@ impl QState {
     pub fn from_code(c: char) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.code() == c)
     }
-
-    fn in_quotes(self) -> bool {
-        self == Quoted
-    }
 }
 
 /// One byte of the machine.
