@@ -197,6 +197,7 @@ mod tests {
 
     fn job(done: u32, records: u64, status: JobStatus, finished: Option<u64>) -> JobRecord {
         JobRecord {
+            redo: None,
             job_id: "j".into(),
             status,
             bucket: "b".into(),

@@ -77,7 +77,7 @@ async fn run_and_compare(format: &str, fields: &str, data: Vec<u8>, expected: &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_csv_records_are_rejected_with_their_reasons() {
-    let mut data = b"id,name\n1,a\n2\n3,\"open\n\n4,b".to_vec();
+    let mut data = b"id,name\n1,a\n2\n3,\"x\"y,z\n\n4,b".to_vec();
     data.extend_from_slice(b"\xff\nx,y\n,z\n5,");
     data.extend_from_slice(&[b'a'; 100]);
     data.extend_from_slice(b"\n6,ok\r\n\r\n7,\"quoted, fine\"\n");
@@ -87,7 +87,7 @@ async fn bad_csv_records_are_rejected_with_their_reasons() {
         data,
         &[
             (3, "expected 2 columns, found 1"),
-            (4, "unbalanced quotes"),
+            (4, "expected 2 columns, found 3"),
             (6, "invalid UTF-8 at byte 3 of the record"),
             (7, "field \"id\": expected an integer"),
             (8, "missing required field \"id\""),

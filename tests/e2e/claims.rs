@@ -113,6 +113,7 @@ async fn futures_join<T: Send + 'static>(
 async fn a_continued_manifest_adds_its_continuation_to_the_total_once() {
     let l = ledger("claims_total").await;
     let job = JobRecord {
+        redo: None,
         job_id: "j".into(),
         status: JobStatus::Running,
         bucket: "b".into(),
@@ -129,6 +130,7 @@ async fn a_continued_manifest_adds_its_continuation_to_the_total_once() {
     };
     l.create_job(&job).await.unwrap();
     let parent = ManifestRecord {
+        quote: None,
         job_id: "j".into(),
         seq: 1,
         part: 0,
@@ -149,6 +151,7 @@ async fn a_continued_manifest_adds_its_continuation_to_the_total_once() {
     assert_eq!(l.manifest("j", 1, 1).await.unwrap(), None);
 
     let other = ManifestRecord {
+        quote: None,
         seq: 0,
         continued_at: None,
         ..parent.clone()
@@ -157,6 +160,7 @@ async fn a_continued_manifest_adds_its_continuation_to_the_total_once() {
     // Two of three recorded: not complete until the continuation is.
     assert!(!l.claim_completion("j", NOW).await.unwrap());
     let cont = ManifestRecord {
+        quote: None,
         part: 1,
         continued_at: None,
         ..parent

@@ -10,6 +10,7 @@
 mod auth;
 mod bad_input;
 mod claims;
+mod csv_multiline;
 mod faults;
 mod limit;
 mod oauth;

@@ -20,7 +20,7 @@ fn messy_csv(records: usize, crlf: bool) -> (Vec<u8>, Vec<u64>, Vec<u64>) {
         let line = match i % 50 {
             7 => format!("{i},only-two"),             // wrong column count
             13 => format!("x{i},bad id,"),            // not an integer
-            21 => format!("{i},\"unbalanced,quote,"), // unbalanced quotes
+            21 => format!("{i},a \"quoted\" word,z"), // a literal quote (lenient)
             29 => String::new(),                      // blank line
             33 => format!("{i},\"comma, \"\"quote\"\" é/?#\",z"), // hard but valid
             _ => format!("{i},name-{i},{}", "x".repeat(i % 17)),
@@ -36,7 +36,7 @@ fn messy_csv(records: usize, crlf: bool) -> (Vec<u8>, Vec<u64>, Vec<u64>) {
         if s.is_empty() {
             continue;
         }
-        if s.contains("only-two") || s.starts_with('x') || s.contains("unbalanced") {
+        if s.contains("only-two") || s.starts_with('x') {
             bad.push(offset)
         } else {
             good.push(offset)
@@ -96,7 +96,6 @@ async fn csv_across_many_manifests_accounts_for_every_record() {
         reasons.contains("expected 3 columns, found 2"),
         "{reasons:?}"
     );
-    assert!(reasons.contains("unbalanced quotes"), "{reasons:?}");
     assert!(
         reasons
             .iter()

@@ -13,9 +13,12 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use fanout_core::claims::ClaimOutcome;
-use fanout_core::ledger::{Counts, CreateOutcome, JobRecord, JobStatus, ManifestRecord};
+use fanout_core::ledger::{
+    Counts, CreateOutcome, JobRecord, JobStatus, ManifestRecord, decode_redo, encode_redo,
+};
 use fanout_core::manifest::keys;
 use fanout_core::ports::{JobLedger, LedgerRepair, ManifestClaims};
+use fanout_core::quote::{QuoteScan, Redo};
 
 /// Ledger items expire 90 days after they are written (the table's TTL attribute).
 const RETENTION_SECS: u64 = 90 * 24 * 3600;
@@ -87,6 +90,7 @@ fn manifest_from_item(job_id: &str, item: &Item) -> ManifestRecord {
             .and_then(|v| v.as_b().ok())
             .map(|b| b.as_ref().to_vec())
             .unwrap_or_default(),
+        quote: get_s(item, "quote").and_then(|q| QuoteScan::decode(&q)),
     }
 }
 
@@ -134,6 +138,11 @@ fn job_from_item(item: &Item) -> anyhow::Result<JobRecord> {
             .map(|json| serde_json::from_str(&json))
             .transpose()
             .map_err(|e| anyhow::anyhow!("the job's config attribute: {e}"))?,
+        redo: get_s(item, "redo")
+            .map(|r| {
+                decode_redo(&r).ok_or_else(|| anyhow::anyhow!("the job's redo attribute {r:?}"))
+            })
+            .transpose()?,
     })
 }
 
@@ -253,6 +262,9 @@ impl JobLedger for DynamoLedger {
             ),
             ("expires_at".into(), expires_at()),
         ]);
+        if let Some(q) = &m.quote {
+            item.insert("quote".into(), s(q.encode()));
+        }
         let mut add = vec!["manifests_done :one".to_string()];
         let mut values: Item = HashMap::from([(":one".into(), n(1))]);
         if let Some(at) = m.continued_at {
@@ -373,10 +385,48 @@ impl JobLedger for DynamoLedger {
             .collect::<Result<_, _>>()
             .await
             .map_err(|e| ddb_err("Query manifests", e))?;
+        let job = self.get_job(job_id).await?;
         Ok(pages
             .iter()
             .map(|item| manifest_from_item(job_id, item))
+            .filter(|m| job.as_ref().is_none_or(|j| j.counts_part(m.seq, m.part)))
             .collect())
+    }
+
+    async fn open_redo(
+        &self,
+        job_id: &str,
+        redo: &[Redo],
+        superseded: &Counts,
+    ) -> anyhow::Result<bool> {
+        let mut add = vec!["manifests_total :n".to_string()];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_pk(job_id))
+            .key("sk", s("JOB"))
+            .condition_expression(
+                "attribute_not_exists(redo) AND manifests_done = manifests_total AND (#status = :splitting OR #status = :running)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":redo", s(encode_redo(redo)))
+            .expression_attribute_values(":n", n(redo.len()))
+            .expression_attribute_values(":splitting", s(JobStatus::Splitting.as_str()))
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()));
+        for (name, value) in COUNT_FIELDS.iter().zip(superseded.negated()) {
+            add.push(format!("{name} :{name}"));
+            update = update.expression_attribute_values(format!(":{name}"), n(value));
+        }
+        let result = update
+            .update_expression(format!("SET redo = :redo ADD {}", add.join(", ")))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(ddb_err("UpdateItem job redo", e)),
+        }
     }
 
     async fn manifest(

@@ -4,6 +4,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanout_core::config::PipelineConfig;
 use fanout_core::framer::{Frame, RecordFramer};
+use fanout_core::quote::QState;
 use fanout_core::range::ByteRange;
 use fanout_core::request::compile;
 
@@ -41,11 +42,13 @@ fn read_all(data: &[u8], data_start: u64, format: &str) -> usize {
     let header: Option<Vec<String>> =
         (format == "csv").then(|| ["id", "email", "name", "amount"].map(String::from).to_vec());
     let (mut parser, _) = compile(&config(format), header.as_deref(), "bench.yaml").unwrap();
-    let mut framer = RecordFramer::new(
-        ByteRange::new(data_start, data.len() as u64),
-        data_start,
-        1 << 20,
-    );
+    let range = ByteRange::new(data_start, data.len() as u64);
+    // CSV is framed quote-aware (tracking the range's quote transitions), as the worker does.
+    let mut framer = if format == "csv" {
+        RecordFramer::new_csv(range, data_start, 1 << 20, b',', QState::Record)
+    } else {
+        RecordFramer::new(range, data_start, 1 << 20)
+    };
     let mut frames = Vec::new();
     let mut parsed = 0;
     for chunk in data[data_start as usize..].chunks(64 * 1024) {

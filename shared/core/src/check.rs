@@ -108,11 +108,17 @@ pub fn check_sample(
     let (mut parser, renderer) =
         compile(config, header.as_deref(), config_source).map_err(|e| e.to_string())?;
     let max = config.input.max_record_bytes;
-    let mut framer = RecordFramer::new(
-        ByteRange::new(data_start, data.len() as u64),
-        data_start,
-        max,
-    );
+    let range = ByteRange::new(data_start, data.len() as u64);
+    let mut framer = match config.input.format {
+        InputFormat::Jsonl => RecordFramer::new(range, data_start, max),
+        InputFormat::Csv => RecordFramer::new_csv(
+            range,
+            data_start,
+            max,
+            config.input.delimiter as u8,
+            crate::quote::QState::Record,
+        ),
+    };
     let mut frames = Vec::new();
     framer.push(&data[framer.read_from() as usize..], &mut frames);
     framer.finish(&mut frames);
@@ -166,7 +172,7 @@ mod tests {
             "csv",
             "[{name: id, type: integer, required: true}, {name: name}]",
         );
-        let data = b"id,name\n1,a\n2\n3,\"open\n\n4,b\xff\nx,y\n,z\n5,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n6,ok\r\n";
+        let data = b"id,name\n1,a\n2\n3,\"x\"y,z\n\n4,b\xff\nx,y\n,z\n5,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n6,ok\r\n";
         let check = check_sample(&c, data, "p.yaml").unwrap();
         let got: Vec<(u64, &str)> = check
             .rejected
@@ -177,7 +183,7 @@ mod tests {
             got,
             vec![
                 (3, "expected 2 columns, found 1"),
-                (4, "unbalanced quotes"),
+                (4, "expected 2 columns, found 3"),
                 (6, "invalid UTF-8 at byte 3 of the record"),
                 (7, "field \"id\": expected an integer, found \"x\""),
                 (8, "missing required field \"id\""),

@@ -235,7 +235,20 @@ section! {
         delimiter: char = ',';
         /// A record longer than this is rejected without being buffered whole.
         max_record_bytes: usize = 1 << 20, in 1..=64 << 20;
+        /// CSV quoting: `lenient` (Python's csv module: `a"b` is a literal, `"ab"c` is `abc`)
+        /// or `strict` (RFC 4180: such records are rejected). Quoted line breaks are read in
+        /// both.
+        quoting: Quoting = Quoting::Lenient;
     }
+}
+
+/// How strictly CSV quotes are judged (`input.quoting`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quoting {
+    #[default]
+    Lenient,
+    Strict,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1454,6 +1467,15 @@ request:
     #[test]
     fn minimal_config_has_todays_defaults() {
         use crate::response::StatusSpec;
+        let bad = "input: { format: csv, quoting: loose }\nrequest: { url: \"https://h/x\" }\n";
+        let text = PipelineConfig::from_yaml("p.yaml", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("input.quoting"), "{text}");
+        assert!(
+            text.contains("lenient") && text.contains("strict"),
+            "{text}"
+        );
         let minimal = "input: { format: jsonl }\nrequest: { url: \"https://h/x\" }\n";
         let c = PipelineConfig::from_yaml("p.yaml", minimal).unwrap();
         let expected = PipelineConfig {
@@ -1463,6 +1485,7 @@ request:
                 fields: vec![],
                 delimiter: ',',
                 max_record_bytes: 1 << 20,
+                quoting: Quoting::Lenient,
             },
             request: RequestConfig {
                 method: "GET".into(),

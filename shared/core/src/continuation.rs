@@ -227,6 +227,7 @@ mod tests {
             let range = ByteRange::new(0, data.len().max(1) as u64);
             let at = all[pick % all.len()];
             let m = Manifest {
+                start_state: None,
                 job_id: "j".into(), seq: 7, part: 0, manifests_total: 1, bucket: "b".into(),
                 key: "k".into(), version_id: None, etag: "e".into(), object_size: data.len() as u64,
                 range, data_start: 0, format: crate::config::InputFormat::Jsonl, header: None,

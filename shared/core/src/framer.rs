@@ -10,8 +10,16 @@
 //! * never holds more than `max_record_bytes` of one record: a longer one is reported as
 //!   [`Frame::Oversized`] with its length, and its bytes are dropped as they stream by.
 //!
+//! CSV input is framed quote-aware ([`RecordFramer::new_csv`]): a newline inside a quoted field
+//! does not end its record. The state at the range's first byte is given (known, or guessed; see
+//! [`crate::quote`]), the framer starts there instead of one byte early, and it tracks the range's
+//! transition function alongside ([`QuoteTrack`]). A CSV record still open and oversized at the
+//! range's end is reported then (with the bytes seen so far), so an unterminated quote never
+//! makes a worker read on to the end of the object.
+//!
 //! This is a push parser with no I/O, so it is property-tested against a reference splitter.
 
+use crate::quote::{QState, QuoteScan, Transition, advance, advance_to_record_end};
 use crate::range::ByteRange;
 
 /// One framed record (or what is known of one that was too long).
@@ -53,6 +61,48 @@ pub struct RecordFramer {
     pos: u64,
     phase: Phase,
     buf: Vec<u8>,
+    /// CSV framing (None: lines).
+    csv: Option<CsvFraming>,
+}
+
+#[derive(Debug)]
+struct CsvFraming {
+    delim: u8,
+    /// The quote state at `pos` of the simulation records are framed by.
+    state: QState,
+    track: QuoteTrack,
+    /// The transition from the range's start to `min(pos, end)`.
+    hyp: Transition,
+}
+
+/// What a CSV framer learnt about its range's quote states: the start state it framed under, the
+/// range's transition function at each record start where it changed, and at the range's end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuoteTrack {
+    pub start: QState,
+    /// Start states that frame the same records (see [`QuoteScan::also`]).
+    pub also: u8,
+    changes: Vec<(u64, Transition)>,
+    at_end: Option<Transition>,
+}
+
+impl QuoteTrack {
+    /// The scan of the part `[start, cut)` (or of the whole range without a cut). `cut` must be a
+    /// record start of this framer. None when the framer did not reach the end it needs.
+    pub fn scan(&self, cut: Option<u64>) -> Option<QuoteScan> {
+        let ends = match cut {
+            None => self.at_end?,
+            Some(cut) => {
+                let i = self.changes.partition_point(|(o, _)| *o <= cut);
+                self.changes[..i].last()?.1
+            }
+        };
+        Some(QuoteScan {
+            start: self.start,
+            also: self.also,
+            ends,
+        })
+    }
 }
 
 impl RecordFramer {
@@ -78,7 +128,65 @@ impl RecordFramer {
             pos,
             phase,
             buf: Vec::new(),
+            csv: None,
         }
+    }
+
+    /// A quote-aware CSV framer for `range`, whose first byte is in state `start` (ignored for the
+    /// range that starts the data: that is a record start).
+    pub fn new_csv(
+        range: ByteRange,
+        data_start: u64,
+        max_record_bytes: usize,
+        delim: u8,
+        start: QState,
+    ) -> Self {
+        let first = range.start <= data_start;
+        let (pos, start) = if first {
+            (data_start, QState::Record)
+        } else {
+            (range.start, start)
+        };
+        let mut framer = Self {
+            range,
+            max_record_bytes,
+            pos,
+            phase: Phase::Skipping,
+            buf: Vec::new(),
+            csv: Some(CsvFraming {
+                delim,
+                state: start,
+                track: QuoteTrack {
+                    start,
+                    also: 0,
+                    changes: Vec::new(),
+                    at_end: None,
+                },
+                hyp: Transition::IDENTITY,
+            }),
+        };
+        if range.is_empty() || pos >= range.end {
+            framer.phase = Phase::Done;
+            framer.csv_mut().track.at_end = Some(Transition::IDENTITY);
+        } else if start == QState::Record {
+            framer.begin_record_at(pos);
+        }
+        framer
+    }
+
+    /// Records the start states that a guess found framing the same records as its own.
+    pub fn with_equivalent_starts(mut self, also: u8) -> Self {
+        self.csv_mut().track.also = also;
+        self
+    }
+
+    fn csv_mut(&mut self) -> &mut CsvFraming {
+        self.csv.as_mut().expect("a CSV framer")
+    }
+
+    /// The quote states a CSV framer tracked (None for lines).
+    pub fn quote_track(&self) -> Option<&QuoteTrack> {
+        self.csv.as_ref().map(|c| &c.track)
     }
 
     /// The absolute offset at which the byte stream must begin.
@@ -98,6 +206,9 @@ impl RecordFramer {
     /// Feeds the next bytes of the stream; appends complete frames to `out`.
     /// Returns true once the range is finished: further bytes are not needed.
     pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) -> bool {
+        if self.csv.is_some() {
+            return self.push_csv(chunk, out);
+        }
         while !chunk.is_empty() {
             match self.phase {
                 Phase::Done => return true,
@@ -149,8 +260,92 @@ impl RecordFramer {
         self.is_done()
     }
 
+    fn push_csv(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) -> bool {
+        while !chunk.is_empty() {
+            let (delim, state) = {
+                let c = self.csv_mut();
+                (c.delim, c.state)
+            };
+            match self.phase {
+                Phase::Done => return true,
+                Phase::Skipping => {
+                    let (n, next, terminated) = advance_to_record_end(state, chunk, delim);
+                    self.consume_csv(&chunk[..n], next);
+                    chunk = &chunk[n..];
+                    if terminated {
+                        self.begin_record_at(self.pos);
+                    }
+                }
+                Phase::InRecord {
+                    start,
+                    len,
+                    oversized,
+                    ends_cr,
+                } => {
+                    let (n, next, terminated) = advance_to_record_end(state, chunk, delim);
+                    let piece = &chunk[..n - usize::from(terminated)];
+                    let len = len + piece.len() as u64;
+                    let ends_cr = piece.last().map_or(ends_cr, |&b| b == b'\r');
+                    let oversized = oversized || len > self.max_record_bytes as u64 + 1;
+                    if oversized {
+                        self.buf.clear();
+                    } else {
+                        self.buf.extend_from_slice(piece);
+                    }
+                    self.consume_csv(&chunk[..n], next);
+                    chunk = &chunk[n..];
+                    self.phase = Phase::InRecord {
+                        start,
+                        len,
+                        oversized,
+                        ends_cr,
+                    };
+                    if terminated {
+                        self.emit(out);
+                        self.begin_record_at(self.pos);
+                    } else if oversized && self.pos >= self.range.end {
+                        // Its end is not needed (the next range knows its own start state): an
+                        // unterminated quote does not make this worker read to the object's end.
+                        self.emit(out);
+                    }
+                }
+            }
+        }
+        self.is_done()
+    }
+
+    /// Moves a CSV framer over `bytes`, after which its state is `next`; extends the range's
+    /// transition over the part of them before the range's end.
+    fn consume_csv(&mut self, bytes: &[u8], next: QState) {
+        let (pos, end) = (self.pos, self.range.end);
+        let c = self.csv.as_mut().expect("a CSV framer");
+        let upto = (end.saturating_sub(pos)).min(bytes.len() as u64) as usize;
+        if upto > 0 {
+            if c.hyp.converged() {
+                let s = if upto == bytes.len() {
+                    next
+                } else {
+                    advance(c.state, &bytes[..upto], c.delim)
+                };
+                c.hyp = Transition([s; 5]);
+            } else {
+                c.hyp.advance(&bytes[..upto], c.delim);
+            }
+        }
+        c.state = next;
+        self.pos += bytes.len() as u64;
+        if c.track.at_end.is_none() && self.pos >= end {
+            c.track.at_end = Some(c.hyp);
+        }
+    }
+
     /// Signals the end of the object: emits a final unterminated record if one started.
     pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if let Some(c) = &mut self.csv
+            && c.track.at_end.is_none()
+        {
+            c.track.at_end = Some(c.hyp);
+        }
         if let Phase::InRecord { start, len, .. } = self.phase {
             // A record "starting" at EOF after a final newline has no bytes: there is none.
             if start < self.pos || len > 0 {
@@ -161,6 +356,12 @@ impl RecordFramer {
     }
 
     fn begin_record_at(&mut self, start: u64) {
+        if start < self.range.end
+            && let Some(c) = &mut self.csv
+            && c.track.changes.last().is_none_or(|(_, t)| *t != c.hyp)
+        {
+            c.track.changes.push((start, c.hyp));
+        }
         self.phase = if start < self.range.end {
             Phase::InRecord {
                 start,
@@ -221,6 +422,7 @@ pub fn split_all(data: &[u8], data_start: usize) -> Vec<(u64, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quote::{QState, Transition};
     use crate::range::plan_ranges;
     use proptest::prelude::*;
 
@@ -325,6 +527,160 @@ mod tests {
             1 => Just(Vec::new()),
             1 => proptest::collection::vec(Just(b'x'), 30..90),
         ]
+    }
+
+    /// A CSV field as written: quoted (with doubled quotes, delimiters, LF and CRLF inside) or
+    /// unquoted (a quote inside it is a literal, as in Python's csv module).
+    fn csv_field() -> impl Strategy<Value = Vec<u8>> {
+        let quoted = proptest::collection::vec(
+            prop_oneof![
+                4 => Just(&b"a"[..]),
+                2 => Just(&b","[..]),
+                2 => Just(&b"\"\""[..]),
+                2 => Just(&b"\n"[..]),
+                2 => Just(&b"\r\n"[..]),
+                1 => Just(&b" "[..]),
+            ],
+            0..8,
+        )
+        .prop_map(|parts| {
+            let mut f = b"\"".to_vec();
+            parts.iter().for_each(|p| f.extend_from_slice(p));
+            f.push(b'"');
+            f
+        });
+        let unquoted = proptest::collection::vec(
+            prop_oneof![4 => Just(b'b'), 1 => Just(b'"'), 1 => Just(b' ')],
+            0..6,
+        )
+        .prop_map(|mut f| {
+            if f.first() == Some(&b'"') {
+                f[0] = b'b';
+            }
+            f
+        });
+        prop_oneof![quoted, unquoted]
+    }
+
+    /// Every range's frames, with each range's start state found by composing the transitions
+    /// of the ranges before it (as the job's completion does); checks each range's transition.
+    fn frame_csv_ranges(data: &[u8], chunk: u64, feed: usize, max: usize) -> Vec<Frame> {
+        let mut state = QState::Record;
+        let mut got = Vec::new();
+        for range in plan_ranges(0, data.len() as u64, chunk) {
+            let mut framer = RecordFramer::new_csv(range, 0, max, b',', state);
+            let mut at = framer.read_from() as usize;
+            while at < data.len() {
+                let end = (at + feed).min(data.len());
+                if framer.push(&data[at..end], &mut got) {
+                    break;
+                }
+                at = end;
+            }
+            if !framer.is_done() {
+                framer.finish(&mut got);
+            }
+            let scan = framer.quote_track().unwrap().scan(None).unwrap();
+            let bytes = &data[range.start as usize..range.end as usize];
+            assert_eq!(scan.start, state);
+            assert_eq!(scan.ends, Transition::of(bytes, b','), "range {range:?}");
+            state = scan.ends.apply(state);
+        }
+        got
+    }
+
+    proptest! {
+        /// Records with quoted line breaks, quotes, delimiters and CRLF, cut into random ranges:
+        /// the records and their values are the `csv` crate's on the whole file.
+        #[test]
+        fn csv_ranges_read_what_a_whole_file_reader_reads(
+            rows in proptest::collection::vec(proptest::collection::vec(csv_field(), 1..4), 0..25),
+            crlf in any::<bool>(),
+            trailing_newline in any::<bool>(),
+            chunk in 1u64..60,
+            feed in 1usize..17,
+        ) {
+            let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let mut data = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                data.extend_from_slice(&row.join(&b','));
+                if i + 1 < rows.len() || trailing_newline {
+                    data.extend_from_slice(eol);
+                }
+            }
+            let mut oracle = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(&data[..]);
+            let expected: Vec<(u64, Vec<Vec<u8>>)> = oracle
+                .byte_records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    // The csv crate may place a record at the line breaks before it.
+                    let mut at = r.position().unwrap().byte();
+                    while matches!(data.get(at as usize), Some(b'\n' | b'\r')) {
+                        at += 1;
+                    }
+                    (at, r.iter().map(<[u8]>::to_vec).collect())
+                })
+                .collect();
+            let mut reader = csv_core::ReaderBuilder::new().build();
+            let got: Vec<(u64, Vec<Vec<u8>>)> = records(frame_csv_ranges(&data, chunk, feed, 10_000))
+                .into_iter()
+                // Blank lines are records of nothing here, and no record to a CSV reader.
+                .filter(|(_, bytes)| !bytes.is_empty())
+                .map(|(offset, bytes)| (offset, csv_fields(&mut reader, &bytes)))
+                .collect();
+            prop_assert_eq!(got, expected);
+        }
+
+        /// A small limit bounds a record spanning many lines; every record is still counted once.
+        #[test]
+        fn csv_oversized_records_are_bounded_and_counted_once(
+            rows in proptest::collection::vec(proptest::collection::vec(csv_field(), 1..4), 1..20),
+            chunk in 1u64..60,
+            max in 1usize..12,
+        ) {
+            let data: Vec<u8> = rows.iter().map(|r| r.join(&b',')).collect::<Vec<_>>().join(&b'\n');
+            let full = frame_csv_ranges(&data, data.len().max(1) as u64, 64, usize::MAX / 2);
+            let cut = frame_csv_ranges(&data, chunk, 5, max);
+            prop_assert_eq!(full.len(), cut.len());
+            for (f, c) in full.iter().zip(&cut) {
+                prop_assert_eq!(f.offset(), c.offset());
+                match (f, c) {
+                    (Frame::Record { bytes, .. }, Frame::Record { bytes: b, .. }) => prop_assert!(b == bytes && b.len() <= max),
+                    (Frame::Record { bytes, .. }, Frame::Oversized { len, .. }) => prop_assert!(bytes.len() > max && *len as usize > max),
+                    _ => prop_assert!(false, "{f:?} / {c:?}"),
+                }
+            }
+        }
+    }
+
+    /// A record's fields by csv-core (the parser the worker uses).
+    fn csv_fields(reader: &mut csv_core::Reader, record: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![0; record.len() + 1];
+        let mut ends = vec![0; record.len() + 1];
+        reader.reset();
+        let (mut input, mut nout, mut nend) = (record, 0, 0);
+        loop {
+            let (res, read, written, ended) =
+                reader.read_record(input, &mut out[nout..], &mut ends[nend..]);
+            input = &input[read..];
+            nout += written;
+            nend += ended;
+            if !matches!(res, csv_core::ReadRecordResult::InputEmpty) {
+                break;
+            }
+        }
+        let mut start = 0;
+        ends[..nend]
+            .iter()
+            .map(|&e| {
+                let f = out[start..e].to_vec();
+                start = e;
+                f
+            })
+            .collect()
     }
 
     proptest! {

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::quote::{QState, QuoteScan, Redo};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
@@ -58,6 +60,19 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts with every field negated, as DynamoDB's `ADD` takes them (i64).
+    pub fn negated(&self) -> [i64; 6] {
+        [
+            self.records,
+            self.succeeded,
+            self.failed,
+            self.rejected,
+            self.blank_lines,
+            self.bytes_read,
+        ]
+        .map(|v| -(v as i64))
+    }
+
     pub fn add(&mut self, other: &Counts) {
         self.records += other.records;
         self.succeeded += other.succeeded;
@@ -91,6 +106,42 @@ pub struct JobRecord {
     /// every manifest of the job carries: what the job runs with, whatever happens to
     /// `pipelines/<name>.yaml` afterwards. None for a job that failed before its config was read.
     pub config: Option<Box<crate::config::PipelineConfig>>,
+    /// CSV: the ranges being redone because their start state was guessed wrong (set once, when
+    /// every manifest was recorded; see [`crate::quote`]). Their earlier parts no longer count.
+    #[serde(default)]
+    pub redo: Option<Vec<Redo>>,
+}
+
+/// `5Q,9E`: the redone ranges and their true start states, as the ledger stores them.
+pub fn encode_redo(redo: &[Redo]) -> String {
+    redo.iter()
+        .map(|r| format!("{}{}", r.seq, r.start.code()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn decode_redo(text: &str) -> Option<Vec<Redo>> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let code = item.chars().last()?;
+            Some(Redo {
+                seq: item[..item.len() - code.len_utf8()].parse().ok()?,
+                start: QState::from_code(code)?,
+            })
+        })
+        .collect()
+}
+
+impl JobRecord {
+    /// Whether a recorded part still counts: not an earlier part of a redone range.
+    pub fn counts_part(&self, seq: u32, part: u32) -> bool {
+        part >= crate::manifest::REDO_PART
+            || !self
+                .redo
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|r| r.seq == seq))
+    }
 }
 
 /// A processed manifest, recorded once.
@@ -108,6 +159,8 @@ pub struct ManifestRecord {
     pub duration_ms: u64,
     /// API latency histogram (microseconds), HdrHistogram V2 serialized.
     pub latency_histogram: Vec<u8>,
+    /// CSV: the start state this part worked under and its sub-range's transition function.
+    pub quote: Option<QuoteScan>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

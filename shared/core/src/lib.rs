@@ -9,6 +9,7 @@
 //! | [`range`], [`framer`] | byte ranges of an object and the records that start in them |
 //! | [`ranged_body`] | the exact bytes of a ranged GET, whether the server sent 206 or 200 |
 //! | [`record`] | a framed record parsed into fields (CSV, JSON Lines) |
+//! | [`quote`] | CSV quote state across byte ranges: transition functions, the start guess, redo |
 //! | [`request`] | a record rendered into an HTTP request |
 //! | [`response`] | what a status means (success, retry, final) and what of an answer is kept |
 //! | [`secret`] | where a secret lives (a config's reference) and its value, which never prints |
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod oauth2;
 pub mod output;
 pub mod ports;
+pub mod quote;
 pub mod range;
 pub mod ranged_body;
 pub mod rate_override;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{InputFormat, PipelineConfig};
+use crate::quote::QState;
 use crate::range::ByteRange;
 
 /// Deterministic job id: the same object version always maps to the same job, so a duplicate
@@ -45,7 +46,16 @@ pub struct Manifest {
     /// Where the config came from, for error messages.
     pub config_source: String,
     pub config: PipelineConfig,
+    /// CSV: the quote state at the range's first byte when it is known (a redo); otherwise the
+    /// worker guesses it (see [`crate::quote`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_state: Option<QState>,
 }
+
+/// The first part number of a redone range (a CSV range whose start state was guessed wrong):
+/// its redo is the unit `(seq, REDO_PART)` and the redo's continuations follow it, so claims,
+/// output keys and ledger items need nothing new. A range's own continuations stay below it.
+pub const REDO_PART: u32 = 1000;
 
 fn is_zero(v: &u32) -> bool {
     *v == 0
@@ -57,6 +67,16 @@ impl Manifest {
     /// so a redelivered message maps to the same objects and items.
     pub fn unit_id(&self) -> String {
         keys::unit(self.seq, self.part)
+    }
+
+    /// The quote state this part starts in, when it is known: the range that starts the data and
+    /// every continuation start a record; a redo carries its range's true state.
+    pub fn known_start_state(&self) -> Option<QState> {
+        if self.range.start <= self.data_start || (self.part > 0 && self.part != REDO_PART) {
+            Some(QState::Record)
+        } else {
+            self.start_state
+        }
     }
 }
 

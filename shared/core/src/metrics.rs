@@ -494,6 +494,7 @@ mod tests {
 
     fn record() -> ManifestRecord {
         ManifestRecord {
+            quote: None,
             job_id: "job".into(),
             seq: 3,
             counts: Counts {

@@ -109,7 +109,19 @@ pub trait JobLedger: Send + Sync {
     async fn stop_job(&self, job_id: &str, reason: &str) -> anyhow::Result<bool>;
     /// COMPLETING → FAILED for a stopped job, once the summary is written.
     async fn mark_stopped(&self, job_id: &str) -> anyhow::Result<()>;
+    /// The recorded manifests that count: without the earlier parts of a redone CSV range
+    /// ([`JobRecord::counts_part`]).
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>>;
+    /// Opens a CSV job's redo, once: records `redo` on the job, adds one manifest per redone
+    /// range to its total, and takes `superseded` (the counts of the redone ranges' parts) off
+    /// its counts, in one write, while every manifest is recorded and nobody opened it before.
+    /// False when that did not hold (another finisher opened it).
+    async fn open_redo(
+        &self,
+        job_id: &str,
+        redo: &[crate::quote::Redo],
+        superseded: &Counts,
+    ) -> anyhow::Result<bool>;
 }
 
 /// Counts set rather than added: only a replay does this, after it moved records from failed to

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{FieldType, InputFormat};
+use crate::config::{FieldType, InputFormat, Quoting};
 
 /// Where a schema field's value comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct RecordParser {
     format: InputFormat,
     fields: Vec<SchemaField>,
     csv: csv_core::Reader,
+    delimiter: u8,
+    quoting: Quoting,
     columns: usize,
     /// Scratch buffers reused across CSV records.
     out: Vec<u8>,
@@ -45,10 +47,18 @@ impl RecordParser {
             format,
             fields,
             csv,
+            delimiter,
+            quoting: Quoting::Lenient,
             columns,
             out: Vec::new(),
             ends: Vec::new(),
         }
+    }
+
+    /// Judges CSV quotes strictly (RFC 4180) instead of as Python's csv module does.
+    pub fn with_quoting(mut self, quoting: Quoting) -> Self {
+        self.quoting = quoting;
+        self
     }
 
     pub fn fields(&self) -> &[SchemaField] {
@@ -66,6 +76,9 @@ impl RecordParser {
     }
 
     fn parse_csv(&mut self, text: &str) -> Result<Vec<Value>, String> {
+        if self.quoting == Quoting::Strict {
+            strict_quotes(text.as_bytes(), self.delimiter)?;
+        }
         let columns = split_csv_line(
             &mut self.csv,
             text.as_bytes(),
@@ -79,15 +92,14 @@ impl RecordParser {
                 columns.len()
             ));
         }
-        self.fields
-            .iter()
-            .map(|f| {
-                let Source::CsvColumn(i) = f.source else {
-                    unreachable!("CSV schema with a JSON source")
-                };
-                typed_from_text(f, columns[i])
-            })
-            .collect()
+        let mut values = Vec::with_capacity(self.fields.len());
+        for f in &self.fields {
+            let Source::CsvColumn(i) = f.source else {
+                unreachable!("CSV schema with a JSON source")
+            };
+            values.push(typed_from_text(f, columns[i])?);
+        }
+        Ok(values)
     }
 
     fn parse_json(&self, text: &str) -> Result<Vec<Value>, String> {
@@ -113,18 +125,47 @@ impl RecordParser {
     }
 }
 
-/// Splits one CSV line (RFC 4180 quoting) into its unescaped fields.
-/// A record with an odd number of quote characters has an unbalanced quote: in RFC 4180 quotes
-/// come in pairs (enclosing, or doubled inside), and a line ending inside quotes is not a record.
+/// Checks one CSV record's quotes as RFC 4180 does (`input.quoting: strict`): a quote only opens
+/// a field, a closing quote is followed by a delimiter or the record's end, and every quoted
+/// field is closed.
+fn strict_quotes(record: &[u8], delim: u8) -> Result<(), String> {
+    use crate::quote::{QState, step};
+    if memchr::memchr(b'"', record).is_none() {
+        return Ok(());
+    }
+    let mut s = QState::Record;
+    for (i, &b) in record.iter().enumerate() {
+        let next = step(s, b, delim);
+        match s {
+            QState::Unquoted if b == b'"' => {
+                return Err(format!(
+                    "quote inside an unquoted field at byte {i} of the record (input.quoting: strict)"
+                ));
+            }
+            QState::QuoteInQuoted if next == QState::Unquoted => {
+                return Err(format!(
+                    "{:?} after a closing quote at byte {i} of the record (input.quoting: strict)",
+                    b as char
+                ));
+            }
+            _ => {}
+        }
+        s = next;
+    }
+    if s == QState::Quoted {
+        return Err("unterminated quoted field (input.quoting: strict)".into());
+    }
+    Ok(())
+}
+
+/// Splits one CSV record into its unescaped fields, as Python's csv module does: quoted fields may
+/// hold delimiters, doubled quotes and line breaks; a quote inside an unquoted field is a literal.
 fn split_csv_line<'a>(
     reader: &mut csv_core::Reader,
     line: &[u8],
     out: &'a mut Vec<u8>,
     ends: &mut Vec<usize>,
 ) -> Result<Vec<&'a str>, String> {
-    if memchr::memchr_iter(b'"', line).count() % 2 == 1 {
-        return Err("unbalanced quotes".into());
-    }
     reader.reset();
     out.clear();
     out.resize(line.len() + 1, 0);
@@ -323,7 +364,32 @@ mod tests {
             p.parse(b",1,2").unwrap_err(),
             "missing required field \"id\""
         );
-        assert_eq!(p.parse(b"1,\"open,2").unwrap_err(), "unbalanced quotes");
+        // Lenient: an open quote runs to the record's end, `a"b` is a literal.
+        assert_eq!(
+            p.parse(b"1,\"open,2").unwrap_err(),
+            "expected 3 columns, found 2"
+        );
+        assert_eq!(
+            p.parse(b"1,a\"b,\"c\nd\"e").unwrap(),
+            vec![json!(1), json!("c\nde")]
+        );
+        let mut strict = csv_parser().with_quoting(Quoting::Strict);
+        assert_eq!(
+            strict.parse(b"1,\"open,2").unwrap_err(),
+            "unterminated quoted field (input.quoting: strict)"
+        );
+        assert_eq!(
+            strict.parse(b"1,a\"b,c").unwrap_err(),
+            "quote inside an unquoted field at byte 3 of the record (input.quoting: strict)"
+        );
+        assert_eq!(
+            strict.parse(b"1,\"a\"b,c").unwrap_err(),
+            "'b' after a closing quote at byte 5 of the record (input.quoting: strict)"
+        );
+        assert_eq!(
+            strict.parse(b"1,\"a\r\n\"\"b\",c").unwrap(),
+            vec![json!(1), json!("c")]
+        );
         assert_eq!(
             p.parse(b"1,\xff,2").unwrap_err(),
             "invalid UTF-8 at byte 2 of the record"

@@ -298,7 +298,8 @@ pub fn compile(
         ),
     };
     let columns = header.map_or(0, <[String]>::len);
-    let parser = RecordParser::new(input.format, fields, input.delimiter as u8, columns);
+    let parser = RecordParser::new(input.format, fields, input.delimiter as u8, columns)
+        .with_quoting(input.quoting);
     Ok((
         parser,
         RequestRenderer {

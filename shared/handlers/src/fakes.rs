@@ -679,7 +679,39 @@ impl JobLedger for MemLedger {
     }
 
     async fn manifests(&self, job_id: &str) -> anyhow::Result<Vec<ManifestRecord>> {
-        Ok(self.manifest_records(job_id))
+        let job = self.job(job_id);
+        Ok(self
+            .manifest_records(job_id)
+            .into_iter()
+            .filter(|m| job.as_ref().is_none_or(|j| j.counts_part(m.seq, m.part)))
+            .collect())
+    }
+
+    async fn open_redo(
+        &self,
+        job_id: &str,
+        redo: &[fanout_core::quote::Redo],
+        superseded: &Counts,
+    ) -> anyhow::Result<bool> {
+        Ok(self.set_if(
+            job_id,
+            |j| {
+                j.redo.is_none()
+                    && j.manifests_done == j.manifests_total
+                    && matches!(j.status, JobStatus::Splitting | JobStatus::Running)
+            },
+            |j| {
+                j.redo = Some(redo.to_vec());
+                j.manifests_total += redo.len() as u32;
+                let c = &mut j.counts;
+                c.records -= superseded.records;
+                c.succeeded -= superseded.succeeded;
+                c.failed -= superseded.failed;
+                c.rejected -= superseded.rejected;
+                c.blank_lines -= superseded.blank_lines;
+                c.bytes_read -= superseded.bytes_read;
+            },
+        ))
     }
 }
 
@@ -1081,5 +1113,6 @@ pub fn running_job(job_id: &str, bucket: &str, key: &str, pipeline: &str, total:
         finished_at_ms: None,
         error: None,
         config: None,
+        redo: None,
     }
 }

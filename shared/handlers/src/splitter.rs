@@ -127,6 +127,7 @@ pub async fn split_object(
         finished_at_ms: None,
         error: None,
         config: None,
+        redo: None,
     };
     if let Some(existing) = deps.ledger.get_job(&job_id).await?
         && existing.status != JobStatus::Splitting
@@ -253,6 +254,7 @@ async fn plan_job(
             pipeline: pipeline.into(),
             config_source: source.clone(),
             config: config.clone(),
+            start_state: None,
         })
         .collect();
     Ok(Ok((config, manifests)))

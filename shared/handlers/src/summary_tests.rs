@@ -18,6 +18,7 @@ fn manifest(seq: u32, counts: Counts, latencies_ms: &[u64]) -> ManifestRecord {
         h.record(ms * 1000).unwrap();
     }
     ManifestRecord {
+        quote: None,
         job_id: JOB.into(),
         seq,
         part: 0,

@@ -10,7 +10,7 @@ use fanout_core::continuation;
 use fanout_core::csv_output::{CsvLayout, OutputFormat};
 use fanout_core::latency;
 use fanout_core::ledger::{Counts, ManifestRecord};
-use fanout_core::manifest::{Manifest, keys};
+use fanout_core::manifest::{Manifest, REDO_PART, keys};
 use fanout_core::metrics::StatusTally;
 use fanout_core::output::to_jsonl;
 use fanout_core::ports::ObjectStore;
@@ -97,6 +97,10 @@ pub(super) async fn commit(
         keys::failed_unit(&m.job_id, &unit),
         keys::rejected_unit(&m.job_id, &unit),
     );
+    if m.part == REDO_PART {
+        delete_superseded(m, deps).await?;
+    }
+    let quote = tally.quote.as_ref().and_then(|t| t.scan(cut));
     let (results, results_type) = match format {
         OutputFormat::Jsonl => (to_jsonl(ok), JSONL),
         OutputFormat::Csv => {
@@ -126,6 +130,7 @@ pub(super) async fn commit(
         counts,
         duration_ms: started.elapsed().as_millis() as u64,
         latency_histogram: latency::encode(&histogram),
+        quote,
     };
     let newly_recorded = deps.ledger.record_manifest(&record).await?;
     if !newly_recorded {
@@ -149,6 +154,36 @@ pub(super) async fn commit(
         histogram,
         statuses,
     })
+}
+
+/// A redo replaces its range's earlier parts: their output goes (the ledger no longer counts them
+/// once the redo is open, see `fanout_core::quote`). Deleting is idempotent, so a retried redo
+/// does it again harmlessly.
+async fn delete_superseded(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()> {
+    let store = deps.store.as_ref();
+    for part in 0..REDO_PART {
+        if deps
+            .ledger
+            .manifest(&m.job_id, m.seq, part)
+            .await?
+            .is_none()
+        {
+            break;
+        }
+        let unit = keys::unit(m.seq, part);
+        let (results, failed, rejected) = (
+            keys::results_unit_as(&m.job_id, &unit, m.config.output.format),
+            keys::failed_unit(&m.job_id, &unit),
+            keys::rejected_unit(&m.job_id, &unit),
+        );
+        futures::try_join!(
+            store.delete(&m.bucket, &results),
+            store.delete(&m.bucket, &failed),
+            store.delete(&m.bucket, &rejected),
+        )?;
+        info!(job_id = %m.job_id, unit, "output of a range read under a wrong quote state deleted");
+    }
+    Ok(())
 }
 
 /// An empty part is deleted rather than written, so a re-run that now has none leaves none behind.

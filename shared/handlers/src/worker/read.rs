@@ -5,11 +5,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use fanout_core::check::Verdict;
+use fanout_core::config::InputFormat;
 use fanout_core::continuation::StopTimes;
-use fanout_core::framer::{Frame, RecordFramer};
+use fanout_core::framer::{Frame, QuoteTrack, RecordFramer};
 use fanout_core::manifest::Manifest;
 use fanout_core::output::RejectedLine;
 use fanout_core::ports::ObjectStore;
+use fanout_core::quote::{GUESS_WINDOW, guess_start};
 use fanout_core::range::ByteRange;
 use fanout_core::record::RecordParser;
 use fanout_core::request::{ApiRequest, RequestRenderer};
@@ -39,6 +41,8 @@ pub(super) struct ReadTally {
     pub(super) sent: Vec<u64>,
     /// The first record not dispatched, when reading stopped before the range's end.
     pub(super) stopped_at: Option<u64>,
+    /// CSV: the quote states the framer tracked (its start state and the range's transition).
+    pub(super) quote: Option<QuoteTrack>,
 }
 
 /// Takes the manifest's range and gives its records: streams the range (and as far past it as
@@ -63,12 +67,38 @@ pub(super) async fn read_records(
         keep: &keep,
     };
     let max = m.config.input.max_record_bytes;
-    let mut framer = RecordFramer::new(m.range, m.data_start, max);
+    let delim = m.config.input.delimiter as u8;
+    let csv = m.format == InputFormat::Csv;
+    // A CSV range that does not know its start state reads one byte early and guesses it from
+    // its first bytes (see `fanout_core::quote`); the framer starts once the guess is made.
+    let mut guessing: Option<Vec<u8>> = None;
+    let mut framer = match (csv, m.known_start_state()) {
+        (false, _) => Some(RecordFramer::new(m.range, m.data_start, max)),
+        (true, Some(state)) => Some(RecordFramer::new_csv(
+            m.range,
+            m.data_start,
+            max,
+            delim,
+            state,
+        )),
+        (true, None) => {
+            guessing = Some(Vec::new());
+            None
+        }
+    };
+    let guess = |window: &[u8]| {
+        let guess = guess_start(window[0], &window[1..], delim, max);
+        RecordFramer::new_csv(m.range, m.data_start, max, delim, guess.start)
+            .with_equivalent_starts(guess.also)
+    };
     let mut tally = ReadTally::default();
     let mut frames = Vec::new();
-    let mut segment = m.range.end.saturating_sub(framer.read_from()) + LOOKAHEAD_BYTES;
-    while !framer.is_done() && framer.position() < m.object_size {
-        let from = framer.position();
+    let mut pos = framer
+        .as_ref()
+        .map_or(m.range.start.saturating_sub(1), RecordFramer::read_from);
+    let mut segment = m.range.end.saturating_sub(pos) + LOOKAHEAD_BYTES;
+    while !framer.as_ref().is_some_and(RecordFramer::is_done) && pos < m.object_size {
+        let from = pos;
         let to = m.object_size.min(from + segment);
         let mut body = store
             .get_range(
@@ -97,7 +127,21 @@ pub(super) async fn read_records(
             let Some(chunk) = chunk else { break };
             let chunk = chunk?;
             tally.bytes_read += chunk.len() as u64;
-            let done = framer.push(&chunk, &mut frames);
+            pos += chunk.len() as u64;
+            let done = match (&mut framer, &mut guessing) {
+                (Some(f), _) => f.push(&chunk, &mut frames),
+                (None, Some(window)) => {
+                    window.extend_from_slice(&chunk);
+                    if window.len() > GUESS_WINDOW || pos >= m.object_size {
+                        let f = framer.insert(guess(window));
+                        let window = guessing.take().unwrap_or_default();
+                        f.push(&window[1..], &mut frames)
+                    } else {
+                        false
+                    }
+                }
+                (None, None) => unreachable!("a framer or a guess"),
+            };
             for frame in frames.drain(..) {
                 if tally.stopped_at.is_none() {
                     reader.dispatch(frame, &mut parser, &mut tally).await?;
@@ -107,10 +151,24 @@ pub(super) async fn read_records(
                 break;
             }
         }
+        // A range shorter than the guess's window decides with what its first read brought.
+        if framer.is_none()
+            && tally.stopped_at.is_none()
+            && let Some(window) = guessing.take()
+        {
+            let f = framer.insert(guess(&window));
+            f.push(&window[1..], &mut frames);
+            for frame in frames.drain(..) {
+                if tally.stopped_at.is_none() {
+                    reader.dispatch(frame, &mut parser, &mut tally).await?;
+                }
+            }
+        }
         if tally.stopped_at.is_some() {
+            tally.quote = framer.as_ref().and_then(|f| f.quote_track().cloned());
             return Ok(tally);
         }
-        if framer.position() == from {
+        if pos == from {
             anyhow::bail!(
                 "s3://{}/{}: empty read at offset {from} of {}",
                 m.bucket,
@@ -120,12 +178,25 @@ pub(super) async fn read_records(
         }
         segment = FOLLOW_UP_BYTES;
     }
-    framer.finish(&mut frames);
+    let mut framer = match (framer, guessing) {
+        (Some(f), _) => f,
+        // The object ended within the guess's window.
+        (None, Some(window)) => {
+            let mut f = guess(&window);
+            f.push(&window[1..], &mut frames);
+            f
+        }
+        (None, None) => unreachable!("a framer or a guess"),
+    };
+    if !framer.is_done() {
+        framer.finish(&mut frames);
+    }
     for frame in frames.drain(..) {
         if tally.stopped_at.is_none() {
             reader.dispatch(frame, &mut parser, &mut tally).await?;
         }
     }
+    tally.quote = framer.quote_track().cloned();
     Ok(tally)
 }
 

@@ -37,6 +37,7 @@ fn fixture(records: usize, delay: Duration) -> Fixture {
     )
     .unwrap();
     let manifest = Manifest {
+        start_state: None,
         job_id: "j".into(),
         seq: 0,
         part: 0,
@@ -127,6 +128,7 @@ async fn a_holder_that_died_after_recording_leaves_only_the_continuation_to_send
     let f = fixture(10, Duration::ZERO);
     f.fakes.ledger.update_job("j", |j| j.manifests_total = 2);
     f.fakes.ledger.insert_manifest(ManifestRecord {
+        quote: None,
         job_id: "j".into(),
         seq: 0,
         part: 0,
@@ -308,4 +310,88 @@ async fn a_second_copy_in_the_same_batch_is_acknowledged_without_work() {
     );
     assert_eq!(f.calls(), 5, "worked once");
     assert_eq!(f.lines("results/j/part-000000.jsonl"), 5);
+}
+
+/// A CSV whose one quoted field (`"x\n2,b\n2,b\n…"`) spans two range boundaries and looks like
+/// plain records from inside: both ranges guess "unquoted" and are wrong. Once all three are
+/// recorded, the last finisher opens a redo of ranges 1 and 2 from their true (quoted) state;
+/// the redos replace those ranges' output and counts, and the job then holds each record once.
+#[tokio::test]
+async fn ranges_guessed_wrong_are_redone_and_replace_their_output() {
+    let mut data = b"id,name\n1,\"x\n".to_vec();
+    for _ in 0..20_000 {
+        data.extend_from_slice(b"2,b\n");
+    }
+    data.extend_from_slice(b"\"\n3,c\n");
+    let closing = data.len() as u64 - 6;
+    let fakes = Fakes::new().with_api(ScriptedApi::ok());
+    let head = fakes.store.insert("b", "in.csv", data.clone());
+    let config = PipelineConfig::from_yaml(
+        "p.yaml",
+        "input: {format: csv}\nrequest: {url: 'http://h/x/{id}'}\nsplit: {chunk_bytes: 40000}\n",
+    )
+    .unwrap();
+    let ranges = fanout_core::range::plan_ranges(8, data.len() as u64, 40_000);
+    assert_eq!(ranges.len(), 3);
+    fakes
+        .ledger
+        .insert_job(fakes::running_job("j", "b", "in.csv", "p", 3));
+    let deps = fakes.worker_deps();
+    for (seq, range) in ranges.iter().enumerate() {
+        let m = Manifest {
+            start_state: None,
+            job_id: "j".into(),
+            seq: seq as u32,
+            part: 0,
+            manifests_total: 3,
+            bucket: "b".into(),
+            key: "in.csv".into(),
+            version_id: None,
+            etag: head.etag.clone(),
+            object_size: data.len() as u64,
+            range: *range,
+            data_start: 8,
+            format: InputFormat::Csv,
+            header: Some(vec!["id".into(), "name".into()]),
+            pipeline: "p".into(),
+            config_source: "p.yaml".into(),
+            config: config.clone(),
+        };
+        handle_manifest(&m, &deps, None).await.unwrap();
+    }
+    // The wrong guesses sent the inside of the quoted field as records; the job waits for redos.
+    assert!(fakes.api.calls() > 10_000);
+    let job = fakes.ledger.job("j").unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    let redo: Vec<(u32, fanout_core::quote::QState)> = job
+        .redo
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|r| (r.seq, r.start))
+        .collect();
+    use fanout_core::quote::QState::Quoted;
+    assert_eq!(redo, [(1, Quoted), (2, Quoted)]);
+    let redos = fakes.queue.manifests();
+    assert_eq!(redos.len(), 2);
+    for m in &redos {
+        assert_eq!(m.part, fanout_core::manifest::REDO_PART);
+        handle_manifest(m, &deps, None).await.unwrap();
+    }
+    let job = fakes.ledger.job("j").unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.counts.records, 2);
+    let mut offsets: Vec<u64> = fakes
+        .store
+        .keys("b", "results/j/part-")
+        .iter()
+        .flat_map(|k| fakes.store.jsonl("b", k))
+        .map(|l| l["offset"].as_u64().unwrap())
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, [8, closing + 2]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fakes.store.get("b", "results/j/_SUMMARY.json").unwrap()).unwrap();
+    assert_eq!(summary["input_records"], 2, "{summary}");
+    assert_eq!(summary["reconciled"], true, "{summary}");
 }
