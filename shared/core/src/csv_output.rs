@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::output::ResultLine;
+use crate::output::{Json, ResultLine};
 
 /// The format of results/ parts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +160,10 @@ impl CsvLayout {
                     Source::Cached => line.cached.to_string(),
                     Source::Header(name) => line.headers.get(name).cloned().unwrap_or_default(),
                     Source::Response(pointer) => match (&line.response, &line.response_text) {
-                        (Some(v), _) => v.pointer(pointer).map(Self::cell).unwrap_or_default(),
+                        (Some(Json::Raw(raw)), _) if pointer.is_empty() => raw.get().to_string(),
+                        (Some(v), _) => (v.to_value().pointer(pointer))
+                            .map(Self::cell)
+                            .unwrap_or_default(),
                         (None, Some(text)) if pointer.is_empty() => text.clone(),
                         _ => String::new(),
                     },
@@ -269,7 +272,7 @@ mod tests {
             status: 200,
             latency_ms: 12.5,
             attempts: 2,
-            response,
+            response: response.map(Json::Value),
             response_text: text.map(str::to_string),
             response_truncated: false,
             headers: BTreeMap::from([("etag".to_string(), "\"v1\"".to_string())]),

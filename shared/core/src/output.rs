@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::ports::CallOutcome;
 use crate::response::KeptBody;
@@ -19,7 +20,7 @@ pub struct ResultLine {
     /// The response body as JSON when it is JSON (and complete), otherwise as text; only the
     /// part `response.keep` points at when it is set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
+    pub response: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_text: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -50,6 +51,39 @@ pub struct FailedLine {
     pub response_text: Option<String>,
 }
 
+/// A JSON value a result keeps: the answer's own bytes when it is kept whole (checked to be JSON,
+/// written back as they came: no tree is built for the most common case), or a part of it.
+#[derive(Debug, Clone)]
+pub enum Json {
+    Raw(Box<RawValue>),
+    Value(Value),
+}
+
+impl Json {
+    /// As a value (parsed again when raw).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Json::Value(v) => v.clone(),
+            Json::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl PartialEq<Value> for Json {
+    fn eq(&self, other: &Value) -> bool {
+        &self.to_value() == other
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Raw(raw) => raw.serialize(s),
+            Json::Value(v) => v.serialize(s),
+        }
+    }
+}
+
 /// A record that was never sent: it could not be parsed or rendered.
 #[derive(Debug, Serialize)]
 pub struct RejectedLine {
@@ -65,6 +99,11 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 impl ResultLine {
+    /// The kept response as a value (parsed again when kept raw).
+    pub fn response_value(&self) -> Option<Value> {
+        self.response.as_ref().map(Json::to_value)
+    }
+
     /// The whole response as received (see [`KeptBody::as_received`]).
     pub fn new(offset: u64, out: &CallOutcome) -> Self {
         Self::with_body(offset, out, KeptBody::as_received(out), BTreeMap::new())
@@ -80,7 +119,8 @@ impl ResultLine {
     ) -> Self {
         let (response, response_text, response_truncated) = match body {
             KeptBody::Empty => (None, None, false),
-            KeptBody::Json(v) => (Some(v), None, false),
+            KeptBody::Json(v) => (Some(Json::Value(v)), None, false),
+            KeptBody::Raw(raw) => (Some(Json::Raw(raw)), None, false),
             KeptBody::Text(t) => (None, Some(t), false),
             KeptBody::Truncated(t) => (None, Some(t), true),
         };

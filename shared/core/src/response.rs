@@ -317,13 +317,17 @@ impl ResponseShaper {
                 if out.body_truncated {
                     return Err(limit());
                 }
-                let value: Value = serde_json::from_slice(&out.body).map_err(|e| {
+                let not_json = |e: serde_json::Error| {
                     let ct = (out.headers.get(http::header::CONTENT_TYPE))
                         .and_then(|v| v.to_str().ok())
                         .map(|ct| format!(" (Content-Type {ct})"))
                         .unwrap_or_default();
                     format!("the response is not JSON{ct}: {e}")
-                })?;
+                };
+                if self.keep.is_none() {
+                    return KeptBody::whole_json(&out.body).map_err(not_json);
+                }
+                let value: Value = serde_json::from_slice(&out.body).map_err(not_json)?;
                 self.kept_json(value)
             }
         }
@@ -417,10 +421,12 @@ pub enum Shaped {
 }
 
 /// The part of a response body a result keeps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum KeptBody {
     Empty,
     Json(Value),
+    /// A whole body that is JSON, as it came.
+    Raw(Box<serde_json::value::RawValue>),
     Text(String),
     /// Cut at the cap: kept as text, marked truncated.
     Truncated(String),
@@ -435,10 +441,18 @@ impl KeptBody {
         if out.body_truncated {
             return KeptBody::Truncated(String::from_utf8_lossy(&out.body).into_owned());
         }
-        match serde_json::from_slice::<Value>(&out.body) {
-            Ok(v) => KeptBody::Json(v),
-            Err(_) => KeptBody::Text(String::from_utf8_lossy(&out.body).into_owned()),
+        KeptBody::whole_json(&out.body)
+            .unwrap_or_else(|_| KeptBody::Text(String::from_utf8_lossy(&out.body).into_owned()))
+    }
+
+    /// A whole body that is JSON: checked without building a tree and kept as it came, unless
+    /// it spans lines (pretty-printed), which a JSON Lines result cannot hold: then re-written
+    /// compact.
+    pub fn whole_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        if memchr::memchr2(b'\n', b'\r', body).is_some() {
+            return serde_json::from_slice(body).map(KeptBody::Json);
         }
+        serde_json::from_slice::<Box<serde_json::value::RawValue>>(body).map(KeptBody::Raw)
     }
 }
 
@@ -562,7 +576,7 @@ mod tests {
         let body = r#"{"data": {"items": [{"id": 1}, {"id": 2, "x": [true]}]}, "noise": "n"}"#;
         let line = result(s.shape(7, b"r", &outcome(200, body, &[])));
         assert_eq!(
-            line.response,
+            line.response_value(),
             Some(serde_json::json!({"id": 2, "x": [true]}))
         );
         assert_eq!(line.response_text, None);
@@ -611,7 +625,7 @@ mod tests {
     #[test]
     fn expected_text_is_kept_as_text_even_when_it_parses() {
         let line = result(shaper("expect: text\n").shape(1, b"r", &outcome(200, "42", &[])));
-        assert_eq!(line.response, None);
+        assert_eq!(line.response_value(), None);
         assert_eq!(line.response_text.as_deref(), Some("42"));
         let mut bad = outcome(200, "", &[]);
         bad.body = bytes::Bytes::from_static(b"\xff\xfe");
@@ -687,7 +701,7 @@ mod tests {
         let mut lines = lines.into_iter();
         let first = result(lines.next().unwrap());
         assert_eq!(
-            (first.offset, first.response.clone()),
+            (first.offset, first.response_value()),
             (0, Some(serde_json::json!(1)))
         );
         assert_eq!(first.headers["etag"], "e");
@@ -696,7 +710,7 @@ mod tests {
         assert_eq!(second.error, "the API failed this item: invalid email");
         assert_eq!(second.response_text, None);
         assert_eq!(
-            result(lines.next().unwrap()).response,
+            result(lines.next().unwrap()).response_value(),
             Some(serde_json::json!(3))
         );
 
@@ -706,5 +720,21 @@ mod tests {
             let line = failed(line);
             assert_eq!((line.error.as_str(), line.status), ("HTTP 503", Some(503)));
         }
+    }
+
+    #[test]
+    fn a_whole_json_answer_is_kept_as_it_came_on_one_line() {
+        let s = ResponseShaper::default();
+        let line = result(s.shape(0, b"r", &outcome(200, r#" {"b":1,"a":[1, 2]} "#, &[])));
+        let jsonl = String::from_utf8(crate::output::to_jsonl(vec![(0, line)])).unwrap();
+        assert!(
+            jsonl.contains(r#""response":{"b":1,"a":[1, 2]}"#),
+            "{jsonl}"
+        );
+        // Pretty-printed: written compact, so the result stays one line.
+        let line = result(s.shape(0, b"r", &outcome(200, "{\n  \"a\": \"x\\ny\"\n}\r\n", &[])));
+        let jsonl = String::from_utf8(crate::output::to_jsonl(vec![(0, line)])).unwrap();
+        assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
+        assert!(jsonl.contains(r#""response":{"a":"x\ny"}"#), "{jsonl}");
     }
 }
