@@ -3,7 +3,7 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-limit clean
+.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-cpu bench-limit clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
@@ -81,9 +81,20 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## bench: criterion benchmarks (reader throughput, request rendering).
-bench:
-	cargo bench -p fanout-core --bench throughput
+## bench: criterion benchmarks (reader throughput, request rendering, result serialisation),
+## then the CPU-bound benchmark side by side (scripts/bench-http.py: fanout, wrk and a Python
+## aiohttp loop against the mock API and nginx; scripts/bench-setup.sh installs wrk, nginx and
+## aiohttp). docs/PERFORMANCE.md holds the figures and how to read them; last line is JSON.
+bench: setup
+	cargo bench -p fanout-core --bench throughput --bench results
+	cargo build --release --locked -p fanout -p mock-api
+	scripts/bench-setup.sh
+	scripts/with-stack.sh scripts/bench-http.py
+
+## bench-cpu: records per CPU-second of `fanout local run` alone (RECORDS, default 200,000).
+bench-cpu: setup
+	cargo build --release --locked -p fanout -p mock-api
+	scripts/with-stack.sh scripts/bench-cpu.py
 
 ## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).
