@@ -21,7 +21,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # BENCH_PROFILE=profiling: the release build with symbols (Cargo.toml), for a profiler.
-BIN = os.path.join(ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
+# BENCH_BIN_DIR: binaries built elsewhere (another commit's, for a before/after).
+BIN = os.environ.get("BENCH_BIN_DIR") or os.path.join(
+    ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
 
 PIPELINE = """\
 # The demo's pipeline with the rate limit at its maximum (scripts/bench-cpu.py).
