@@ -223,33 +223,15 @@ impl RecordFramer {
                         chunk = &[];
                     }
                 },
-                Phase::InRecord {
-                    start,
-                    len,
-                    oversized,
-                    ends_cr,
-                } => {
+                Phase::InRecord { .. } => {
                     let (piece, terminated) = match memchr::memchr(b'\n', chunk) {
                         Some(i) => (&chunk[..i], true),
                         None => (chunk, false),
                     };
-                    let len = len + piece.len() as u64;
-                    let ends_cr = piece.last().map_or(ends_cr, |&b| b == b'\r');
-                    let oversized = oversized || len > self.max_record_bytes as u64 + 1;
-                    if oversized {
-                        self.buf.clear();
-                    } else {
-                        self.buf.extend_from_slice(piece);
-                    }
+                    self.absorb(piece);
                     let consumed = piece.len() + usize::from(terminated);
                     self.pos += consumed as u64;
                     chunk = &chunk[consumed..];
-                    self.phase = Phase::InRecord {
-                        start,
-                        len,
-                        oversized,
-                        ends_cr,
-                    };
                     if terminated {
                         self.emit(out);
                         self.begin_record_at(self.pos);
@@ -276,30 +258,11 @@ impl RecordFramer {
                         self.begin_record_at(self.pos);
                     }
                 }
-                Phase::InRecord {
-                    start,
-                    len,
-                    oversized,
-                    ends_cr,
-                } => {
+                Phase::InRecord { .. } => {
                     let (n, next, terminated) = advance_to_record_end(state, chunk, delim);
-                    let piece = &chunk[..n - usize::from(terminated)];
-                    let len = len + piece.len() as u64;
-                    let ends_cr = piece.last().map_or(ends_cr, |&b| b == b'\r');
-                    let oversized = oversized || len > self.max_record_bytes as u64 + 1;
-                    if oversized {
-                        self.buf.clear();
-                    } else {
-                        self.buf.extend_from_slice(piece);
-                    }
+                    let oversized = self.absorb(&chunk[..n - usize::from(terminated)]);
                     self.consume_csv(&chunk[..n], next);
                     chunk = &chunk[n..];
-                    self.phase = Phase::InRecord {
-                        start,
-                        len,
-                        oversized,
-                        ends_cr,
-                    };
                     if terminated {
                         self.emit(out);
                         self.begin_record_at(self.pos);
@@ -316,6 +279,32 @@ impl RecordFramer {
 
     /// Moves a CSV framer over `bytes`, after which its state is `next`; extends the range's
     /// transition over the part of them before the range's end.
+    /// Adds `piece` to the record being read: its length and whether it ends with `\r`, and its
+    /// bytes while the record is within `max_record_bytes` (past it they are dropped as they
+    /// stream by). Returns whether the record is now too long. Lines and CSV framing share it.
+    fn absorb(&mut self, piece: &[u8]) -> bool {
+        let Phase::InRecord {
+            len,
+            oversized,
+            ends_cr,
+            ..
+        } = &mut self.phase
+        else {
+            return false;
+        };
+        *len += piece.len() as u64;
+        if let Some(&last) = piece.last() {
+            *ends_cr = last == b'\r';
+        }
+        *oversized = *oversized || *len > self.max_record_bytes as u64 + 1;
+        if *oversized {
+            self.buf.clear();
+        } else {
+            self.buf.extend_from_slice(piece);
+        }
+        *oversized
+    }
+
     fn consume_csv(&mut self, bytes: &[u8], next: QState) {
         let (pos, end) = (self.pos, self.range.end);
         let c = self.csv.as_mut().expect("a CSV framer");
