@@ -21,6 +21,16 @@ pub enum OutputFormat {
     Csv,
 }
 
+impl OutputFormat {
+    /// The Content-Type of a results part in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => crate::output::JSONL_CONTENT_TYPE,
+            OutputFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
 /// One column as the config writes it: `"record.id"`, or `{name: id, value: record.id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -156,6 +156,9 @@ impl FailedLine {
     }
 }
 
+/// The Content-Type of a JSON Lines part (results, failed, rejected).
+pub const JSONL_CONTENT_TYPE: &str = "application/x-ndjson";
+
 /// Serializes lines sorted by offset into a JSON Lines body: deterministic for a given input.
 pub fn to_jsonl<T: Serialize>(mut lines: Vec<(u64, T)>) -> Vec<u8> {
     lines.sort_by_key(|(offset, _)| *offset);

@@ -243,8 +243,8 @@ impl ResultsPart {
 
     fn body(self) -> anyhow::Result<(Vec<u8>, &'static str)> {
         Ok(match self {
-            ResultsPart::Jsonl(lines) => (to_body(lines)?, "application/x-ndjson"),
-            ResultsPart::Csv(layout, rows) => (layout.part(rows), "text/csv; charset=utf-8"),
+            ResultsPart::Jsonl(lines) => (to_body(lines)?, OutputFormat::Jsonl.content_type()),
+            ResultsPart::Csv(layout, rows) => (layout.part(rows), OutputFormat::Csv.content_type()),
         })
     }
 }
@@ -394,7 +394,7 @@ async fn replay_unit(
                 bucket,
                 &failed_key,
                 to_body(still_failed)?,
-                "application/x-ndjson",
+                fanout_core::output::JSONL_CONTENT_TYPE,
             )
             .await?;
     }

@@ -12,7 +12,7 @@ use fanout_core::latency;
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, REDO_PART, keys};
 use fanout_core::metrics::StatusTally;
-use fanout_core::output::to_jsonl;
+use fanout_core::output::{JSONL_CONTENT_TYPE as JSONL, to_jsonl};
 use fanout_core::ports::ObjectStore;
 
 use super::WorkerDeps;
@@ -101,18 +101,24 @@ pub(super) async fn commit(
         delete_superseded(m, deps).await?;
     }
     let quote = tally.quote.as_ref().and_then(|t| t.scan(cut));
-    let (results, results_type) = match format {
-        OutputFormat::Jsonl => (to_jsonl(ok), JSONL),
+    let results = match format {
+        OutputFormat::Jsonl => to_jsonl(ok),
         OutputFormat::Csv => {
             let layout = CsvLayout::new(&m.config.output.columns);
             let rows = (ok.iter())
                 .map(|(offset, line)| (*offset, layout.row(line, &line.fields)))
                 .collect();
-            (layout.part(rows), CSV)
+            layout.part(rows)
         }
     };
     futures::try_join!(
-        write_or_delete(store, &m.bucket, &results_key, results, results_type),
+        write_or_delete(
+            store,
+            &m.bucket,
+            &results_key,
+            results,
+            format.content_type()
+        ),
         write_or_delete(store, &m.bucket, &failed_key, to_jsonl(failed), JSONL),
         write_or_delete(
             store,
@@ -187,7 +193,7 @@ async fn delete_superseded(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()
 }
 
 /// An empty part is deleted rather than written, so a re-run that now has none leaves none behind.
-pub(crate) async fn write_or_delete(
+async fn write_or_delete(
     store: &dyn ObjectStore,
     bucket: &str,
     key: &str,
@@ -200,6 +206,3 @@ pub(crate) async fn write_or_delete(
         store.put(bucket, key, body, content_type).await
     }
 }
-
-pub(crate) const JSONL: &str = "application/x-ndjson";
-pub(crate) const CSV: &str = "text/csv; charset=utf-8";
