@@ -14,16 +14,10 @@ Run it on the local stack: scripts/with-stack.sh scripts/bench-cpu.py [--records
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# BENCH_PROFILE=profiling: the release build with symbols (Cargo.toml), for a profiler.
-# BENCH_BIN_DIR: binaries built elsewhere (another commit's, for a before/after).
-BIN = os.environ.get("BENCH_BIN_DIR") or os.path.join(
-    ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 PIPELINE = """\
 # The demo's pipeline with the rate limit at its maximum (scripts/bench-cpu.py).
@@ -55,14 +49,6 @@ split:
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=int(os.environ.get("RECORDS", 200_000)))
@@ -70,63 +56,27 @@ def main():
     parser.add_argument("--label", default=os.environ.get("LABEL", ""))
     parser.add_argument("--api-base-url", help="an API already running (default: start the mock)")
     args = parser.parse_args()
-    if "AWS_ENDPOINT_URL" not in os.environ:
-        sys.exit("bench-cpu: run it through scripts/with-stack.sh (the local AWS)")
-    local = os.path.join(ROOT, ".local")
-    os.makedirs(local, exist_ok=True)
-    data = os.path.join(local, f"demo-{args.records}.csv")
-    if not os.path.exists(data):
-        subprocess.run(
-            [f"{BIN}/fanout", "generate", "--records", str(args.records), "--format", "csv",
-             "--out", data],
-            check=True,
-        )
-    pipeline = os.path.join(local, "bench-cpu.yaml")
+    benchlib.need_stack("bench-cpu")
+    data = benchlib.demo_records(args.records)
+    pipeline = os.path.join(benchlib.LOCAL, "bench-cpu.yaml")
     with open(pipeline, "w") as f:
         f.write(PIPELINE)
 
-    mock = None
-    if args.api_base_url:
-        api = args.api_base_url
-    else:
-        port = free_port()
-        log = open(os.path.join(local, "bench-cpu-mock.log"), "w")
-        mock = subprocess.Popen(
-            [f"{BIN}/mock-api", "--bind", f"127.0.0.1:{port}", "--latency-ms", "0"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        api = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                host, port = api.rsplit("/", 1)[-1].split(":")
-                socket.create_connection((host, int(port)), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        started = time.monotonic()
+    def run(api):
         # PROFILE="perf record -g -o .local/perf.data --" runs it under a profiler (the CPU time
         # then includes the profiler's).
-        run = subprocess.Popen(
-            os.environ.get("PROFILE", "").split() + [f"{BIN}/fanout", "local", "run", "--input", data, "--pipeline", pipeline,
-             "--name", "bench-cpu", "--api-base-url", api, "--workers", str(args.workers),
-             "--quiet"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        out = run.stdout.read()
-        _, status, usage = os.wait4(run.pid, 0)
-        wall = time.monotonic() - started
-    finally:
-        if mock:
-            mock.terminate()
-            mock.wait()
-    if status != 0:
-        sys.exit(f"bench-cpu: fanout local run failed ({status}):\n{out}")
-    summary = json.loads(out.strip().splitlines()[-1])
+        return benchlib.local_run(data, pipeline, "bench-cpu", api, args.workers,
+                                  prefix=os.environ.get("PROFILE", "").split())
+
+    if args.api_base_url:
+        summary, wall, usage = run(args.api_base_url)
+    else:
+        with benchlib.Mock("--latency-ms", "0", log_name="bench-cpu-mock.log") as mock:
+            summary, wall, usage = run(mock.url)
     cpu = usage.ru_utime + usage.ru_stime
     succeeded = summary.get("succeeded", 0)
     if succeeded != args.records:
-        sys.exit(f"bench-cpu: {succeeded} of {args.records} records succeeded:\n{out}")
+        sys.exit(f"bench-cpu: {succeeded} of {args.records} records succeeded: {summary}")
     result = {
         "label": args.label,
         "records": args.records,

@@ -14,16 +14,16 @@ Run it through scripts/with-stack.sh (`make bench` does).
 import argparse
 import json
 import os
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+ROOT = benchlib.ROOT
+BIN = benchlib.BIN
 VENV_PY = os.path.join(ROOT, ".venv", "bench", "bin", "python")
 
 AIOHTTP_LOOP = r'''
@@ -88,24 +88,6 @@ http {{
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port):
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"bench-http: nothing listens on {port}")
-
-
 def start_mock(port):
     return subprocess.Popen(
         [f"{BIN}/mock-api", "--bind", f"127.0.0.1:{port}", "--latency-ms", "0"],
@@ -167,18 +149,15 @@ def main():
             sys.exit(f"bench-http: {tool} is missing: run scripts/bench-setup.sh")
     if not os.path.exists(VENV_PY):
         sys.exit("bench-http: aiohttp is missing: run scripts/bench-setup.sh")
-    local = os.path.join(ROOT, ".local")
-    data = os.path.join(local, f"demo-{args.python_records}.csv")
-    if not os.path.exists(data):
-        subprocess.run([f"{BIN}/fanout", "generate", "--records", str(args.python_records),
-                        "--format", "csv", "--out", data], check=True)
+    local = benchlib.LOCAL
+    data = benchlib.demo_records(args.python_records)
     rows = {}
     workdir = tempfile.mkdtemp(prefix="bench-nginx-", dir=local)
     for name in ("mock", "nginx"):
-        port = free_port()
+        port = benchlib.free_port()
         server = start_mock(port) if name == "mock" else start_nginx(port, workdir)
         try:
-            wait_port(port)
+            benchlib.wait_port(port, what=name)
             url = f"http://127.0.0.1:{port}"
             rows[name] = {
                 "wrk_requests_per_s": wrk(url),

@@ -12,8 +12,9 @@ input=.local/demo-$records.csv
 [ -f "$input" ] || $bin/fanout generate --records "$records" --format csv --out "$input"
 
 api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The demo API answers in 1-5 ms and enforces no rate limit ("rate limit off").
-$bin/mock-api --bind "127.0.0.1:$api_port" --latency-ms 1-5 >.local/mock-api.log 2>&1 &
+# The demo API answers in LATENCY_MS (20-80 ms, uniform, as issue 18's rate-bound benchmark
+# says) and enforces no rate limit of its own: the fleet's limit is the pipeline's.
+$bin/mock-api --bind "127.0.0.1:$api_port" --latency-ms "${LATENCY_MS:-20-80}" >.local/mock-api.log 2>&1 &
 api_pid=$!
 trap 'kill $api_pid 2>/dev/null; wait $api_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do grep -q listening .local/mock-api.log && break; sleep 0.1; done
@@ -21,5 +22,8 @@ for _ in $(seq 1 50); do grep -q listening .local/mock-api.log && break; sleep 0
 # The config's {{API_BASE_URL}} is the local stack's, as a deployed stack's is its ApiBaseUrl.
 api="http://127.0.0.1:$api_port"
 $bin/fanout validate pipelines/demo.yaml --sample "$input" --api-base-url "$api" >&2
+# The last line gets where the time went beyond the floor N / R (scripts/rate-breakdown.py).
+rate=$(sed -n 's/^ *rate_limit_per_sec: *//p' pipelines/demo.yaml)
 $bin/fanout local run --input "$input" --pipeline pipelines/demo.yaml --name demo \
-    --api-base-url "$api" --workers "$workers" ${QUIET:+--quiet}
+    --api-base-url "$api" --workers "$workers" ${QUIET:+--quiet} |
+    scripts/rate-breakdown.py --rate "$rate" --stats-url "$api/_mock/stats"

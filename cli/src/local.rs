@@ -726,6 +726,8 @@ pub struct RunReport {
     pub job: Option<JobRecord>,
     pub summary: Option<JobSummary>,
     pub wall_seconds: f64,
+    /// When `wall_seconds` began (the split's start), ms since the epoch.
+    pub started_unix_ms: u64,
     pub pollers: PollerTotals,
     /// The run was stopped (SIGTERM) before the job finished; its rest is in the queue.
     pub interrupted: bool,
@@ -742,6 +744,7 @@ pub async fn run_event(
     progress: &(dyn Fn(&JobRecord) + Sync),
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
+    let started_unix_ms = fanout_core::ledger::now_ms();
     let pollers = Pollers::start(config, stack, options)?;
     let deps = splitter_deps(config, stack);
     let split = splitter::handle_s3_event(event, &deps).await;
@@ -811,6 +814,7 @@ pub async fn run_event(
         job,
         summary,
         wall_seconds: started.elapsed().as_secs_f64(),
+        started_unix_ms,
         pollers: totals,
         interrupted,
     })

@@ -658,6 +658,7 @@ fn print_report(report: &local::RunReport) -> anyhow::Result<()> {
         "job_id": report.job_id,
         "status": job.map(|j| j.status.as_str()),
         "wall_seconds": (report.wall_seconds * 100.0).round() / 100.0,
+        "started_unix_ms": report.started_unix_ms,
         "peak_rss_mb": peak_rss_mb(),
         "worker_invocations": report.pollers.invocations,
         "ddb_lease_writes": report.pollers.lease_writes,

@@ -63,8 +63,12 @@ pub struct PlanInput {
     pub rate_per_sec: Option<f64>,
     /// The API's mean latency.
     pub latency_ms: f64,
-    /// Calls per record (1, plus the retries expected).
-    pub calls_per_record: f64,
+    /// Attempts per call (1, plus the retries expected).
+    pub attempts_per_call: f64,
+    /// Records each API call carries (`batch.size`; 1 without batch calls).
+    pub records_per_call: u32,
+    /// The rate limit counts records, not calls (`client.rate_limit_counts: records`).
+    pub limit_counts_records: bool,
     pub worker_memory_mb: u32,
     /// Manifests per worker invocation (the event source mapping's batch size).
     pub batch_size: u32,
@@ -91,6 +95,8 @@ pub struct Plan {
     pub records_per_manifest: f64,
     /// Calls per second one container can make (its in-flight limit over the latency, or its CPU).
     pub container_calls_per_sec: f64,
+    /// Records per second one container can work (its calls per second × records per call).
+    pub container_records_per_sec: f64,
     /// What bounds one container: "in-flight limit" or "CPU".
     pub container_bound: &'static str,
     /// Containers it takes to reach the rate limit (None without a limit).
@@ -103,7 +109,8 @@ pub struct Plan {
     /// What bounds the job: "rate limit", "reserved concurrency", or "manifests".
     pub job_bound: &'static str,
     pub duration_secs: f64,
-    /// Seconds the job could not be shorter than at the limit (calls / rate).
+    /// Seconds the job could not be shorter than at the limit (tokens / rate: calls, or records
+    /// when the limit counts records).
     pub floor_secs: Option<f64>,
     pub worker_busy_secs: f64,
     pub requests: Requests,
@@ -123,6 +130,8 @@ pub struct Requests {
     /// (a transaction of two items: 2 × 2 units) and the claim's completion; per job its creation,
     /// start and completion.
     pub dynamodb_write_units: f64,
+    /// Of those, the rate limit's: its leases' conditional writes.
+    pub lease_writes: f64,
     /// The shared breaker state, read once per second by each container (strongly consistent),
     /// and the job record read per manifest.
     pub dynamodb_read_units: f64,
@@ -168,26 +177,46 @@ pub fn plan(input: &PlanInput, pricing: &Pricing) -> anyhow::Result<Plan> {
     if let Some(r) = input.rate_per_sec {
         anyhow::ensure!(r > 0.0, "rate: must be positive");
     }
+    anyhow::ensure!(
+        input.records_per_call > 0,
+        "records per call (batch size): must be at least 1"
+    );
     let manifests = input.bytes.div_ceil(input.chunk_bytes).max(1);
     let records_per_manifest = input.records as f64 / manifests as f64;
-    let calls = input.records as f64 * input.calls_per_record;
+    let per_call = f64::from(input.records_per_call);
+    // Each manifest closes its own last batch (a partial one): calls are counted per manifest.
+    let calls_per_manifest = if input.records_per_call == 1 {
+        records_per_manifest
+    } else {
+        (records_per_manifest / per_call).ceil()
+    };
+    let calls = if input.records_per_call == 1 {
+        input.records as f64
+    } else {
+        calls_per_manifest * manifests as f64
+    } * input.attempts_per_call;
+    // What one call takes from the limit, and so the limit in calls per second.
+    let tokens_per_call = if input.limit_counts_records {
+        records_per_manifest / calls_per_manifest
+    } else {
+        1.0
+    };
+    let rate_calls = input.rate_per_sec.map(|r| r / tokens_per_call);
 
     let by_inflight = f64::from(input.concurrency) / (input.latency_ms / 1000.0);
     let vcpu = f64::from(input.worker_memory_mb) / MB_PER_VCPU;
-    // A record costs its CPU once, however many calls it takes.
-    let by_cpu = vcpu / (input.cpu_us_per_record / 1e6) * input.calls_per_record;
+    // A record costs its CPU once, however many calls it takes, and a call carries `per_call`.
+    let by_cpu = vcpu / (input.cpu_us_per_record / 1e6) / per_call * input.attempts_per_call;
     let (container_calls_per_sec, container_bound) = if by_cpu < by_inflight {
         (by_cpu, "CPU")
     } else {
         (by_inflight, "in-flight limit")
     };
-    let containers_for_the_limit = input
-        .rate_per_sec
-        .map(|r| (r / container_calls_per_sec).ceil() as u64);
+    let containers_for_the_limit = rate_calls.map(|r| (r / container_calls_per_sec).ceil() as u64);
     let containers = u64::from(input.reserved_concurrency).min(manifests).max(1);
     let fleet = containers as f64 * container_calls_per_sec;
-    let steady_calls_per_sec = input.rate_per_sec.map_or(fleet, |r| r.min(fleet));
-    let job_bound = match input.rate_per_sec {
+    let steady_calls_per_sec = rate_calls.map_or(fleet, |r| r.min(fleet));
+    let job_bound = match rate_calls {
         Some(r) if fleet >= r => "rate limit",
         _ if containers == manifests && manifests < u64::from(input.reserved_concurrency) => {
             "manifests"
@@ -200,29 +229,29 @@ pub fn plan(input: &PlanInput, pricing: &Pricing) -> anyhow::Result<Plan> {
         calls,
         containers,
         container_calls_per_sec,
-        input.rate_per_sec,
+        rate_calls,
     );
     let duration_secs = input.start_secs + run.seconds;
 
     let m = manifests as f64;
+    let lease_writes = if input.rate_per_sec.is_some() {
+        // Leases are of tokens: records when the limit counts them.
+        let lease = fanout_client::limiter::lease_size(
+            steady_calls_per_sec * tokens_per_call,
+            containers as u32,
+            std::time::Duration::from_secs(1),
+        ) as f64;
+        calls * tokens_per_call / lease * WRITES_PER_LEASE
+    } else {
+        0.0
+    };
     let invocations = (m / f64::from(input.batch_size)).ceil();
     let requests = Requests {
         api_calls: calls,
         lambda_invocations: 1.0 + invocations,
         sqs_requests: (m / 10.0).ceil() + 2.0 * invocations + 5.0 * (duration_secs / 20.0).ceil(),
-        dynamodb_write_units: {
-            let lease = fanout_client::limiter::lease_size(
-                steady_calls_per_sec,
-                containers as u32,
-                std::time::Duration::from_secs(1),
-            ) as f64;
-            let leases = if input.rate_per_sec.is_some() {
-                calls / lease
-            } else {
-                0.0
-            };
-            leases * WRITES_PER_LEASE + m * (1.0 + 4.0 + 1.0) + 3.0
-        },
+        dynamodb_write_units: lease_writes + m * (1.0 + 4.0 + 1.0) + 3.0,
+        lease_writes,
         dynamodb_read_units: run.busy_container_secs + m,
         s3_get_requests: m + 3.0,
         s3_put_requests: m + 1.0,
@@ -258,13 +287,14 @@ pub fn plan(input: &PlanInput, pricing: &Pricing) -> anyhow::Result<Plan> {
         manifests,
         records_per_manifest,
         container_calls_per_sec,
+        container_records_per_sec: container_calls_per_sec * per_call / input.attempts_per_call,
         container_bound,
         containers_for_the_limit,
         containers,
         steady_calls_per_sec,
         job_bound,
         duration_secs,
-        floor_secs: input.rate_per_sec.map(|r| calls / r),
+        floor_secs: input.rate_per_sec.map(|r| calls * tokens_per_call / r),
         worker_busy_secs: run.busy_container_secs,
         requests,
         cost: Cost {
@@ -342,7 +372,9 @@ mod tests {
             bytes: 120_000_000,
             rate_per_sec: Some(5000.0),
             latency_ms: 50.0,
-            calls_per_record: 1.0,
+            attempts_per_call: 1.0,
+            records_per_call: 1,
+            limit_counts_records: false,
             worker_memory_mb: 1024,
             batch_size: 1,
             concurrency: 64,
@@ -466,6 +498,36 @@ mod tests {
             (r.dynamodb_write_units - (leases * 1.4 + 29.0 * 6.0 + 3.0)).abs() < 1.0,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn batch_calls_divide_the_calls_and_the_limit_counts_what_it_is_told() {
+        // 25 records a call: 40,000 calls; metered by record, the floor stays 200 s.
+        let mut input = million();
+        input.records_per_call = 25;
+        input.limit_counts_records = true;
+        // A batch call's records cost little CPU each: the in-flight limit binds.
+        input.cpu_us_per_record = 10.0;
+        input.bytes = 1_000_000 * 128;
+        input.chunk_bytes = 128 * 10_000;
+        let by_record = plan(&input, &pricing()).unwrap();
+        assert_eq!(by_record.manifests, 100);
+        assert_eq!(by_record.requests.api_calls, 40_000.0);
+        assert_eq!(by_record.floor_secs, Some(200.0));
+        assert_eq!(by_record.job_bound, "rate limit");
+        assert_eq!(by_record.container_records_per_sec, 1280.0 * 25.0);
+        assert!((by_record.duration_secs - 203.5).abs() < 1e-6);
+        // Metered by call, the same 40,000 calls take 8 s at 5,000 calls/s.
+        input.limit_counts_records = false;
+        let by_call = plan(&input, &pricing()).unwrap();
+        assert_eq!(by_call.floor_secs, Some(8.0));
+        assert!((by_call.duration_secs - 11.5).abs() < 1e-6);
+        // A partial last batch in each manifest is a call of its own.
+        input.records_per_call = 3;
+        let partial = plan(&input, &pricing()).unwrap();
+        assert_eq!(partial.requests.api_calls, 100.0 * 3334.0);
+        // Fewer tokens per lease write when leases are of records: more leases, more writes.
+        assert!(by_record.requests.dynamodb_write_units > by_call.requests.dynamodb_write_units);
     }
 
     #[test]

@@ -84,6 +84,9 @@ struct AuthTally {
 pub(crate) struct Ledger {
     total: u64,
     first: Option<Instant>,
+    /// The first request's wall-clock time, ms since the epoch (the windows' origin, for a
+    /// caller that times its own start against it).
+    first_unix_ms: Option<u64>,
     windows: Vec<u64>,
     /// 2xx answers per 100 ms window (by answer time, on the same origin as `windows`).
     served: Vec<u64>,
@@ -112,7 +115,13 @@ impl Ledger {
     }
 
     fn window_index(&mut self, now: Instant) -> usize {
-        let first = *self.first.get_or_insert(now);
+        let first = *self.first.get_or_insert_with(|| {
+            self.first_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64);
+            now
+        });
         let elapsed = now.saturating_duration_since(first);
         (elapsed.as_millis() / WINDOW.as_millis()) as usize
     }
@@ -229,6 +238,7 @@ impl Counters {
             total_requests: ledger.total,
             by_status: self.status_map(),
             windows_100ms: ledger.windows.clone(),
+            first_request_unix_ms: ledger.first_unix_ms,
             served_100ms: ledger.served.clone(),
             keys_seen: ledger.keys.len() as u64,
             repeated_keys: ledger.repeated_keys,

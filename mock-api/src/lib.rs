@@ -245,6 +245,9 @@ pub struct MockStats {
     pub by_status: BTreeMap<u16, u64>,
     /// Requests per 100 ms window since the first request (index 0 = first).
     pub windows_100ms: Vec<u64>,
+    /// When the first request came, ms since the epoch (the windows' origin).
+    #[serde(default)]
+    pub first_request_unix_ms: Option<u64>,
     /// 2xx answers per 100 ms window, on the same origin: the rate the API served.
     #[serde(default)]
     pub served_100ms: Vec<u64>,

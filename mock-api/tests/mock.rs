@@ -231,6 +231,32 @@ async fn custom_idempotency_header_is_used() {
     api.shutdown().await;
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn the_windows_origin_is_the_first_requests_wall_clock_time() {
+    let api = start(MockConfig::default()).await;
+    assert_eq!(api.stats().first_request_unix_ms, None);
+    let before = unix_ms();
+    get(api.addr(), "/w").await;
+    let after = unix_ms();
+    get(api.addr(), "/w").await;
+    let first = api
+        .stats()
+        .first_request_unix_ms
+        .expect("set by the first request");
+    assert!(
+        (before..=after).contains(&first),
+        "{before} <= {first} <= {after}"
+    );
+    api.shutdown().await;
+}
+
 #[tokio::test]
 async fn windows_sum_to_total() {
     let api = start(MockConfig::default()).await;

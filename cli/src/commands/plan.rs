@@ -19,7 +19,11 @@ pub struct PlanArgs {
     /// Mean bytes per record, with --records.
     #[arg(long, default_value_t = 120)]
     pub record_bytes: u64,
-    /// The fleet-wide rate limit (requests per second); without it, no limit.
+    /// A pipeline config: its rate limit (and what the limit counts), `client.concurrency`,
+    /// `split.chunk_bytes` and `batch.size` are the plan's, unless a flag below says otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub pipeline: Option<PathBuf>,
+    /// The fleet-wide rate limit (per second); without it (and without --pipeline), no limit.
     #[arg(long)]
     pub rate: Option<f64>,
     /// The API's mean latency.
@@ -34,15 +38,21 @@ pub struct PlanArgs {
     /// Manifests per worker invocation (WorkerBatchSize).
     #[arg(long, default_value_t = 1)]
     pub batch_size: u32,
-    /// Requests in flight per container (client.concurrency).
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: u32,
+    /// Requests in flight per container (client.concurrency) [default: 64, or the pipeline's].
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Records per API call (batch.size) [default: 1, or the pipeline's].
+    #[arg(long)]
+    pub records_per_call: Option<u32>,
+    /// What the rate limit counts (client.rate_limit_counts) [default: calls, or the pipeline's].
+    #[arg(long, value_enum)]
+    pub limit_counts: Option<LimitCounts>,
     /// At most this many worker containers (WorkerReservedConcurrency).
     #[arg(long, default_value_t = 10)]
     pub reserved_concurrency: u32,
-    /// Bytes per manifest (split.chunk_bytes or ChunkBytes).
-    #[arg(long, default_value_t = 4 << 20)]
-    pub chunk_bytes: u64,
+    /// Bytes per manifest (split.chunk_bytes or ChunkBytes) [default: 4 MiB, or the pipeline's].
+    #[arg(long)]
+    pub chunk_bytes: Option<u64>,
     /// Worker CPU per record (docs/PERFORMANCE.md has the measured figure).
     #[arg(long, default_value_t = 87.0)]
     pub cpu_us_per_record: f64,
@@ -58,6 +68,62 @@ pub struct PlanArgs {
     /// The plan as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitCounts {
+    Calls,
+    Records,
+}
+
+/// What the plan takes from a pipeline config (or the defaults without one).
+struct Shape {
+    rate: Option<f64>,
+    concurrency: u32,
+    chunk_bytes: u64,
+    records_per_call: u32,
+    counts_records: bool,
+}
+
+/// The flags, over the pipeline's settings, over the defaults.
+fn shape(args: &PlanArgs) -> anyhow::Result<Shape> {
+    let mut shape = Shape {
+        rate: None,
+        concurrency: 64,
+        chunk_bytes: 4 << 20,
+        records_per_call: 1,
+        counts_records: false,
+    };
+    if let Some(path) = &args.pipeline {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // The plan needs the API's shape, not its address: any base URL checks the config.
+        let defaults = fanout_core::stack_defaults::StackDefaults {
+            api_base_url: Some("https://api.example.com".into()),
+            ..Default::default()
+        };
+        let config = fanout_core::config::PipelineConfig::from_yaml_with(
+            &path.display().to_string(),
+            &text,
+            &defaults,
+        )?;
+        shape.rate = Some(f64::from(config.client.rate_limit_per_sec));
+        shape.concurrency = config.client.concurrency as u32;
+        shape.chunk_bytes = config.split.chunk_bytes;
+        if let Some(batch) = &config.batch {
+            shape.records_per_call = batch.size as u32;
+        }
+        shape.counts_records =
+            config.client.rate_limit_counts == fanout_core::batch::RateUnit::Records;
+    }
+    shape.rate = args.rate.or(shape.rate);
+    shape.concurrency = args.concurrency.unwrap_or(shape.concurrency);
+    shape.chunk_bytes = args.chunk_bytes.unwrap_or(shape.chunk_bytes);
+    shape.records_per_call = args.records_per_call.unwrap_or(shape.records_per_call);
+    if let Some(counts) = args.limit_counts {
+        shape.counts_records = counts == LimitCounts::Records;
+    }
+    Ok(shape)
 }
 
 /// Bytes of an input read to learn its records' size.
@@ -82,17 +148,20 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("--records or --input"),
     };
+    let shape = shape(args)?;
     let input = PlanInput {
         records,
         bytes,
-        rate_per_sec: args.rate,
+        rate_per_sec: shape.rate,
         latency_ms: args.latency_ms,
-        calls_per_record: 1.0 + args.retries_percent / 100.0,
+        attempts_per_call: 1.0 + args.retries_percent / 100.0,
+        records_per_call: shape.records_per_call,
+        limit_counts_records: shape.counts_records,
         worker_memory_mb: args.memory_mb,
         batch_size: args.batch_size,
-        concurrency: args.concurrency,
+        concurrency: shape.concurrency,
         reserved_concurrency: args.reserved_concurrency,
-        chunk_bytes: args.chunk_bytes,
+        chunk_bytes: shape.chunk_bytes,
         cpu_us_per_record: args.cpu_us_per_record,
         result_bytes: args.result_bytes,
         start_secs: args.start_secs,
@@ -192,9 +261,21 @@ fn render(input: &PlanInput, plan: &Plan, pricing: &Pricing) -> String {
         plan.records_per_manifest,
         input.latency_ms
     );
+    if input.records_per_call > 1 {
+        out += &format!(
+            "batch calls: {} records per call, the limit counts {}\n",
+            input.records_per_call,
+            if input.limit_counts_records {
+                "records"
+            } else {
+                "calls"
+            }
+        );
+    }
     out += &format!(
-        "one container: {:.0} calls/s ({}: {} in flight, {} MB)\n",
+        "one container: {:.0} calls/s, {:.0} records/s ({}: {} in flight, {} MB)\n",
         plan.container_calls_per_sec,
+        plan.container_records_per_sec,
         plan.container_bound,
         input.concurrency,
         input.worker_memory_mb
