@@ -336,7 +336,8 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
         process.wait()
     if kind != "response":
         with open(log_path, errors="replace") as f:
-            sys.exit(f"bench-splitter: the split of {size} bytes failed: {body}\n{f.read()[-2000:]}")
+            log = f.read()[-2000:]
+        sys.exit(f"bench-splitter: the split of {size} bytes failed: {body}\n{log}")
     outcome = json.loads(body)[0]
     if outcome.get("outcome") != "started":
         sys.exit(f"bench-splitter: the split of {size} bytes did not start a job: {outcome}")
@@ -347,7 +348,9 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
     del stand_in.objects[key]
 
     def short(op):
-        return op.split(".", 1)[1] if "." in op and op.split(".")[0].startswith(("Amazon", "DynamoDB")) else op
+        """`DynamoDB_20120810.GetItem` → `GetItem`; a request without a target as it was."""
+        service, _, name = op.partition(".")
+        return name if name and service.startswith(("Amazon", "DynamoDB")) else op
 
     manifests = outcome["manifests"]
     batches = aws_counts.pop("AmazonSQS.SendMessageBatch", 0)
