@@ -16,7 +16,9 @@ small Runtime API (scripts/lambda_runtime_api.py) that hands it one S3 ObjectCre
 fresh process per size, so its peak RSS (from wait4) is that split's. Wall time: from handing
 out the event to the splitter's answer (the process was already polling: no cold start). After
 the split, the queue's ApproximateNumberOfMessages is read back and must equal the manifests.
-The proxy adds a hop to every SQS and DynamoDB request. Last line: one JSON object.
+The proxy adds a hop to every SQS and DynamoDB request: --direct leaves it out (the splitter
+then calls the local AWS itself, and only the S3 requests and the queue's messages are counted).
+Last line: one JSON object.
 
     cargo build --release --locked -p splitter
     scripts/with-stack.sh scripts/bench-splitter.py [--sizes 1,10,100] [--chunk-bytes N]
@@ -305,7 +307,7 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ENDPOINT_URL": proxy.url if proxy else endpoint,
         "AWS_ENDPOINT_URL_S3": stand_in.url,
         "QUEUE_URL": queue_url,
         "TABLE_NAME": args.table,
@@ -324,12 +326,13 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
             api.next_arrivals.get(timeout=30)
         except Exception:
             sys.exit(f"bench-splitter: the splitter did not poll for work (log: {log_path})")
-        s3_before, aws_before = collections.Counter(stand_in.counts), proxy.snapshot()
+        s3_before = collections.Counter(stand_in.counts)
+        aws_before = proxy.snapshot() if proxy else collections.Counter()
         started = time.monotonic()
         kind, body = api.invoke(s3_event(key, size), timeout=args.timeout)
         wall = time.monotonic() - started
         s3_counts = collections.Counter(stand_in.counts) - s3_before
-        aws_counts = proxy.snapshot() - aws_before
+        aws_counts = (proxy.snapshot() if proxy else collections.Counter()) - aws_before
         hwm = read_rss_hwm(process.pid)
     finally:
         process.send_signal(signal.SIGKILL)
@@ -365,14 +368,16 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
         "wall_s": round(wall, 3),
         "s3_requests": dict(sorted(s3_counts.items())),
         "s3_bytes_read": s3_bytes,
-        "sqs_send_message_batch": batches,
-        "sqs_entries": entries,
-        "sqs_batch_bytes": batch_bytes,
-        "other_requests": {short(k): v for k, v in sorted(aws_counts.items())},
+        # Counted by the proxy; None (not counted) with --direct.
+        "sqs_send_message_batch": batches if proxy else None,
+        "sqs_entries": entries if proxy else None,
+        "sqs_batch_bytes": batch_bytes if proxy else None,
+        "other_requests": ({short(k): v for k, v in sorted(aws_counts.items())} if proxy
+                           else None),
         "queue_messages_after": queued,
         "peak_rss_mib": round(hwm / 1024, 1),
     }
-    if entries != manifests or queued != manifests:
+    if (proxy and entries != manifests) or queued != manifests:
         sys.exit(f"bench-splitter: {manifests} manifests, {entries} sent, {queued} in the queue: "
                  f"{row}")
     return row
@@ -389,6 +394,8 @@ def main():
     parser.add_argument("--bin-dir", default=os.environ.get("BENCH_BIN_DIR")
                         or os.path.join(os.environ.get("CARGO_TARGET_DIR")
                                         or os.path.join(ROOT, "target"), "release"))
+    parser.add_argument("--direct", action="store_true",
+                        help="no counting proxy: SQS and DynamoDB requests are not counted")
     parser.add_argument("--label", default=os.environ.get("LABEL", ""))
     args = parser.parse_args()
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
@@ -408,7 +415,7 @@ def main():
                       {"AttributeName": "sk", "KeyType": "RANGE"}],
     })
     stand_in = S3StandIn(pipeline_config())
-    proxy = CountingProxy(endpoint)
+    proxy = None if args.direct else CountingProxy(endpoint)
     work = tempfile.mkdtemp(prefix="bench-splitter-", dir=os.path.join(ROOT, ".local")
                             if os.path.isdir(os.path.join(ROOT, ".local")) else None)
     rows = []
