@@ -81,15 +81,23 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## bench: criterion benchmarks (reader throughput, request rendering, result serialisation),
-## then the CPU-bound benchmark side by side (scripts/bench-http.py: fanout, wrk and a Python
-## aiohttp loop against the mock API and nginx; scripts/bench-setup.sh installs wrk, nginx and
-## aiohttp). docs/PERFORMANCE.md holds the figures and how to read them; last line is JSON.
+## bench: criterion benchmarks (reader throughput, request rendering, result serialisation, the
+## fleet limiter's bookkeeping), then the CPU-bound benchmark side by side (scripts/bench-http.py:
+## fanout, wrk and a Python aiohttp loop against the mock API and nginx; scripts/bench-setup.sh
+## installs wrk, nginx and aiohttp), the Lambda binaries' cold start (scripts/bench-coldstart.py)
+## and the splitter on 1, 10 and 100 GiB objects (scripts/bench-splitter.py). Each script's last
+## line is JSON, kept in .local/bench/; docs/PERFORMANCE.md holds the figures and how to read
+## them. Last line: one JSON object, {"http": ..., "coldstart": ..., "splitter": ...}.
+BENCH_OUT := .local/bench
 bench: setup
-	cargo bench -p fanout-core --bench throughput --bench results
-	cargo build --release --locked -p fanout -p mock-api
+	cargo bench -p fanout-core -p fanout-client --bench throughput --bench results --bench limiter
+	cargo build --release --locked -p fanout -p mock-api -p splitter -p worker
 	scripts/bench-setup.sh
-	scripts/with-stack.sh scripts/bench-http.py
+	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.out
+	set -o pipefail; scripts/with-stack.sh scripts/bench-http.py | tee $(BENCH_OUT)/http.out
+	set -o pipefail; scripts/bench-coldstart.py | tee $(BENCH_OUT)/coldstart.out
+	set -o pipefail; scripts/with-stack.sh scripts/bench-splitter.py | tee $(BENCH_OUT)/splitter.out
+	@python3 -c 'import json,sys; print(json.dumps({n: json.loads(open(f"$(BENCH_OUT)/{n}.out").read().strip().splitlines()[-1]) for n in ("http", "coldstart", "splitter")}))'
 
 ## bench-cpu: records per CPU-second of `fanout local run` alone (RECORDS, default 200,000).
 bench-cpu: setup

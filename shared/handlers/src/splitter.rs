@@ -161,7 +161,9 @@ pub async fn split_object(
             return Ok(SplitOutcome::Failed { job_id, error });
         }
     };
-    job.manifests_total = plan.len() as u32;
+    let JobPlan { template, ranges } = plan;
+    let total = ranges.len() as u32;
+    job.manifests_total = total;
     if let CreateOutcome::Exists(existing) = deps.ledger.create_job(&job).await?
         && existing.status != JobStatus::Splitting
     {
@@ -172,33 +174,52 @@ pub async fn split_object(
     }
     // A job left in SPLITTING by a crashed attempt is enqueued again in full: workers are
     // idempotent, so a manifest sent twice is processed once in effect.
-    let batches: Vec<Vec<(String, String)>> = plan
-        .chunks(10)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|m| Ok((m.seq.to_string(), serde_json::to_string(m)?)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .collect::<anyhow::Result<_>>()?;
-    futures::stream::iter(batches)
-        .map(|batch| deps.queue.send_batch(batch))
+    futures::stream::iter(manifest_batches(template, &ranges))
+        .map(|batch| async move { deps.queue.send_batch(batch?).await })
         .buffer_unordered(PARALLEL_SENDS)
         .try_collect::<Vec<()>>()
         .await?;
     deps.ledger.mark_running(&job_id).await?;
-    if plan.is_empty() && deps.ledger.claim_completion(&job_id, now_ms()).await? {
+    if total == 0 && deps.ledger.claim_completion(&job_id, now_ms()).await? {
         summary::write_summary(&job_id, bucket, deps.store.as_ref(), deps.ledger.as_ref()).await?;
     }
     Ok(SplitOutcome::Started {
         job_id,
-        manifests: plan.len() as u32,
+        manifests: total,
     })
 }
 
-/// Loads and checks the config, reads the header, and plans the manifests; returns them with the
-/// config as resolved. The inner error is a job failure (the user's to fix); the outer one is an
-/// infrastructure error (to retry).
+/// A job's manifests, planned: what they share (`template`, the first manifest, whose `seq` and
+/// `range` each manifest replaces) and each one's byte range, in `seq` order.
+struct JobPlan {
+    template: Manifest,
+    ranges: Vec<ByteRange>,
+}
+
+/// The SendMessageBatch entries (id, body) of the manifests of `ranges`, ten to a batch, each
+/// batch made only when it is taken: the splitter holds the manifests of the batches in flight,
+/// not the whole job's (a 100 GiB object at 4 MiB ranges is 25,600 manifests, each embedding the
+/// config; made all at once they took about 145 MiB, docs/PERFORMANCE.md).
+fn manifest_batches(
+    mut manifest: Manifest,
+    ranges: &[ByteRange],
+) -> impl Iterator<Item = anyhow::Result<Vec<(String, String)>>> + '_ {
+    ranges.chunks(10).enumerate().map(move |(batch, chunk)| {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, range)| {
+                manifest.seq = (batch * 10 + i) as u32;
+                manifest.range = *range;
+                Ok((manifest.seq.to_string(), serde_json::to_string(&manifest)?))
+            })
+            .collect()
+    })
+}
+
+/// Loads and checks the config, reads the header, and plans the manifests; returns their plan
+/// with the config as resolved. The inner error is a job failure (the user's to fix); the outer
+/// one is an infrastructure error (to retry).
 async fn plan_job(
     bucket: &str,
     key: &str,
@@ -206,7 +227,7 @@ async fn plan_job(
     head: &ObjectHead,
     job_id: &str,
     deps: &SplitterDeps,
-) -> anyhow::Result<Result<(PipelineConfig, Vec<Manifest>), String>> {
+) -> anyhow::Result<Result<(PipelineConfig, JobPlan), String>> {
     let store = deps.store.as_ref();
     let config_key = keys::pipeline_config(pipeline);
     let source = format!("s3://{bucket}/{config_key}");
@@ -233,31 +254,29 @@ async fn plan_job(
         return Ok(Err(e.to_string()));
     }
     let ranges = plan_ranges(data_start, head.size, config.split.chunk_bytes);
-    let total = ranges.len() as u32;
-    let manifests = ranges
-        .into_iter()
-        .enumerate()
-        .map(|(seq, range)| Manifest {
-            job_id: job_id.into(),
-            seq: seq as u32,
-            part: 0,
-            manifests_total: total,
-            bucket: bucket.into(),
-            key: key.into(),
-            version_id: head.version_id.clone(),
-            etag: head.etag.clone(),
-            object_size: head.size,
-            range,
-            data_start,
-            format: config.input.format,
-            header: header.clone(),
-            pipeline: pipeline.into(),
-            config_source: source.clone(),
-            config: config.clone(),
-            start_state: None,
-        })
-        .collect();
-    Ok(Ok((config, manifests)))
+    let template = Manifest {
+        job_id: job_id.into(),
+        seq: 0,
+        part: 0,
+        manifests_total: ranges.len() as u32,
+        bucket: bucket.into(),
+        key: key.into(),
+        version_id: head.version_id.clone(),
+        etag: head.etag.clone(),
+        object_size: head.size,
+        range: ranges
+            .first()
+            .copied()
+            .unwrap_or(ByteRange::new(data_start, data_start)),
+        data_start,
+        format: config.input.format,
+        header,
+        pipeline: pipeline.into(),
+        config_source: source,
+        config: config.clone(),
+        start_state: None,
+    };
+    Ok(Ok((config, JobPlan { template, ranges })))
 }
 
 /// Finds where data starts: after a UTF-8 BOM, and for CSV after the header row, which it parses.

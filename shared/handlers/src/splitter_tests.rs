@@ -267,3 +267,38 @@ async fn an_event_key_is_decoded_before_use() {
         .expect("job under the decoded key");
     assert_eq!(job.key, key);
 }
+
+/// The manifests are made a batch at a time from the plan: ten to a batch (the last has the
+/// rest), each entry's id its seq, each manifest the template with its own seq and range and
+/// nothing else changed.
+#[tokio::test]
+async fn manifest_batches_make_each_manifest_from_the_template() {
+    let (fakes, _) = fakes_with(Some(CONFIG), csv(100));
+    split(&fakes, KEY).await;
+    let mut template = fakes.queue.manifests().remove(0);
+    // Another seq and range than the first manifest's: each manifest must set both.
+    template.seq = 7;
+    template.range = ByteRange::new(0, 1);
+    let ranges = plan_ranges(3, 3 + 16 * 25 + 5, 16);
+    assert_eq!(ranges.len(), 26);
+
+    let batches: Vec<Vec<(String, String)>> = manifest_batches(template.clone(), &ranges)
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        [10, 10, 6]
+    );
+    let entries: Vec<(String, String)> = batches.into_iter().flatten().collect();
+    for (seq, ((id, body), range)) in entries.iter().zip(&ranges).enumerate() {
+        assert_eq!(id, &seq.to_string());
+        let manifest: Manifest = serde_json::from_str(body).unwrap();
+        let expected = Manifest {
+            seq: seq as u32,
+            range: *range,
+            ..template.clone()
+        };
+        assert_eq!(manifest, expected);
+    }
+    assert_eq!(manifest_batches(template, &[]).count(), 0);
+}
