@@ -24,6 +24,7 @@ api="http://127.0.0.1:$api_port"
 $bin/fanout validate pipelines/demo.yaml --sample "$input" --api-base-url "$api" >&2
 # The last line gets where the time went beyond the floor N / R (scripts/rate-breakdown.py).
 rate=$(sed -n 's/^ *rate_limit_per_sec: *//p' pipelines/demo.yaml)
+# BATCH_SIZE: manifests per worker invocation (the template's WorkerBatchSize, default 1).
 $bin/fanout local run --input "$input" --pipeline pipelines/demo.yaml --name demo \
-    --api-base-url "$api" --workers "$workers" ${QUIET:+--quiet} |
+    --api-base-url "$api" --workers "$workers" --batch-size "${BATCH_SIZE:-1}" ${QUIET:+--quiet} |
     scripts/rate-breakdown.py --rate "$rate" --stats-url "$api/_mock/stats"

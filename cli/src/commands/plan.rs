@@ -54,7 +54,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub chunk_bytes: Option<u64>,
     /// Worker CPU per record (docs/PERFORMANCE.md has the measured figure).
-    #[arg(long, default_value_t = 87.0)]
+    #[arg(long, default_value_t = 50.0)]
     pub cpu_us_per_record: f64,
     /// Bytes stored per record in results/.
     #[arg(long, default_value_t = 200)]
