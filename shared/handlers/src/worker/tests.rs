@@ -9,7 +9,7 @@ use super::*;
 use crate::fakes::{self, Claim, Fakes, MemStore, ScriptedApi};
 use fanout_core::config::{ClientConfig, InputFormat, PipelineConfig};
 use fanout_core::ledger::{Counts, JobStatus};
-use fanout_core::ports::{ByteStream, CallOutcome, ObjectHead};
+use fanout_core::ports::{ByteStream, CallOutcome, ObjectHead, UploadedPart};
 use fanout_core::range::ByteRange;
 use fanout_core::request::ApiRequest;
 
@@ -219,6 +219,31 @@ impl ObjectStore for SlowPuts {
     }
     async fn delete(&self, b: &str, key: &str) -> anyhow::Result<()> {
         self.inner.delete(b, key).await
+    }
+    async fn create_multipart(&self, b: &str, key: &str, t: &str) -> anyhow::Result<String> {
+        self.inner.create_multipart(b, key, t).await
+    }
+    async fn upload_part(
+        &self,
+        b: &str,
+        key: &str,
+        id: &str,
+        n: i32,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
+        self.inner.upload_part(b, key, id, n, body).await
+    }
+    async fn complete_multipart(
+        &self,
+        b: &str,
+        key: &str,
+        id: &str,
+        parts: &[UploadedPart],
+    ) -> anyhow::Result<()> {
+        self.inner.complete_multipart(b, key, id, parts).await
+    }
+    async fn abort_multipart(&self, b: &str, key: &str, id: &str) -> anyhow::Result<()> {
+        self.inner.abort_multipart(b, key, id).await
     }
 }
 
