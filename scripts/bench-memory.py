@@ -6,7 +6,7 @@ Two runs of `fanout local run` with ONE worker container (`--workers 1`), each j
 
 * range: a generated CSV of RANGE_MIB (256) MiB, records of about 1 KiB (an id and padding),
   a small POST per record (the padding is not sent); each result keeps the mock's whole echo
-  (about 300 bytes), so the range's results part is about 90 MiB.
+  (about 290 bytes), so the range's results part is about 76 MB.
 * records: RECORDS (200) JSON Lines records of about 1 MiB each (input.max_record_bytes, the
   default), each sent whole as its request's body; the mock echoes it, and the result keeps the
   first 16 KiB of the answer (client.max_response_bytes, the default).
