@@ -3,7 +3,7 @@ SHELL := /bin/bash
 RECORDS ?= 1000000
 WORKERS ?= 8
 
-.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-cpu bench-limit check-plan clean
+.PHONY: demo test test-faults fuzz test-infra setup lint bench bench-cpu bench-memory bench-limit check-plan clean
 
 ## demo: run a job of RECORDS records (default 1,000,000) on the local stack; last line is JSON.
 demo: setup
@@ -110,6 +110,12 @@ bench-cpu: setup
 check-plan: setup
 	cargo build --release --locked -p fanout -p mock-api
 	scripts/with-stack.sh scripts/check-plan.py
+
+## bench-memory: peak RSS of `fanout local run` with one worker container: a 256 MiB range in one
+## manifest, then 200 records of 1 MiB (scripts/bench-memory.py).
+bench-memory: setup
+	cargo build --release --locked -p fanout -p mock-api
+	scripts/with-stack.sh scripts/bench-memory.py
 
 ## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).

@@ -835,6 +835,58 @@ fn iam_policies_have_no_wildcard_action_or_resource() {
     }
 }
 
+/// The worker streams a large output part as a multipart upload (its parts are s3:PutObject) and
+/// aborts it when the manifest fails; an upload an abort missed is removed by the data bucket's
+/// lifecycle rule, whatever its prefix.
+#[test]
+fn the_worker_may_abort_its_uploads_and_the_data_bucket_expires_incomplete_ones() {
+    let t = load_template();
+    let statements = get(
+        resource(&t, "WorkerPolicy"),
+        &["Properties", "PolicyDocument", "Statement"],
+    )
+    .and_then(Value::as_sequence)
+    .unwrap();
+    let writes: Vec<Vec<String>> = statements
+        .iter()
+        .map(|s| str_list(get(s, &["Action"])))
+        .filter(|actions| actions.iter().any(|a| a == "s3:PutObject"))
+        .collect();
+    assert!(!writes.is_empty(), "the worker writes its outputs");
+    for actions in writes {
+        // The same statement: the same output prefixes.
+        assert!(
+            actions.iter().any(|a| a == "s3:AbortMultipartUpload"),
+            "WorkerPolicy: s3:PutObject without s3:AbortMultipartUpload: {actions:?}"
+        );
+    }
+    let rules = get(
+        resource(&t, "DataBucket"),
+        &["Properties", "LifecycleConfiguration", "Rules"],
+    )
+    .and_then(Value::as_sequence)
+    .unwrap();
+    let abort = rules
+        .iter()
+        .find(|r| get(r, &["AbortIncompleteMultipartUpload"]).is_some())
+        .expect("DataBucket: an AbortIncompleteMultipartUpload rule");
+    assert_eq!(
+        get(abort, &["Status"]).and_then(Value::as_str),
+        Some("Enabled")
+    );
+    assert!(
+        get(abort, &["Prefix"]).is_none() && get(abort, &["Filter"]).is_none(),
+        "DataBucket: the abort rule covers every prefix"
+    );
+    let days = get(
+        abort,
+        &["AbortIncompleteMultipartUpload", "DaysAfterInitiation"],
+    )
+    .and_then(Value::as_u64)
+    .unwrap();
+    assert!((1..=7).contains(&days), "{days} days");
+}
+
 /// The encryption context's `purpose` of the shared OAuth2 tokens: `PURPOSE` in
 /// shared/aws/src/token_store.rs (this crate depends on the core alone).
 const OAUTH2_TOKEN_PURPOSE: &str = "fanout-oauth2-token";

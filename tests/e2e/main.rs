@@ -13,6 +13,7 @@ mod claims;
 mod csv_multiline;
 mod faults;
 mod limit;
+mod multipart;
 mod oauth;
 mod observe;
 mod pipeline;

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::StreamExt;
 
-use fanout_core::ports::{ByteStream, ObjectHead, ObjectStore};
+use fanout_core::ports::{ByteStream, ObjectHead, ObjectStore, UploadedPart};
 use fanout_core::range::ByteRange;
 use fanout_core::ranged_body::{BodySpan, take_range};
 
@@ -153,6 +154,123 @@ impl ObjectStore for S3Store {
             .map_err(|e| {
                 anyhow::anyhow!(
                     "DeleteObject {}: {}",
+                    uri(bucket, key),
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> anyhow::Result<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "CreateMultipartUpload {}: {}",
+                    uri(bucket, key),
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            anyhow::anyhow!("CreateMultipartUpload {}: no upload id", uri(bucket, key))
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "UploadPart {} part {number}: {}",
+                    uri(bucket, key),
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        out.e_tag().map(str::to_string).ok_or_else(|| {
+            anyhow::anyhow!("UploadPart {} part {number}: no ETag", uri(bucket, key))
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> anyhow::Result<()> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "CompleteMultipartUpload {}: {}",
+                    uri(bucket, key),
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> anyhow::Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "AbortMultipartUpload {}: {}",
                     uri(bucket, key),
                     aws_sdk_s3::error::DisplayErrorContext(e)
                 )

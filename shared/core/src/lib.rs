@@ -16,6 +16,7 @@
 //! | [`check`] | the verdict on one record: send, reject (with its reason) or blank |
 //! | [`manifest`] | a unit of work on the queue, and every object key of a job |
 //! | [`continuation`] | cutting a manifest at a deadline, and the stop times of an invocation |
+//! | [`release`] | outcomes finished in any order, handed on in offset order (a worker's memory bound) |
 //! | [`claims`] | manifest claims: outcomes and lengths |
 //! | [`ledger`] | job and manifest records, counts, statuses |
 //! | [`tolerance`] | when a job's failures stop it |
@@ -53,6 +54,7 @@ pub mod range;
 pub mod ranged_body;
 pub mod rate_override;
 pub mod record;
+pub mod release;
 pub mod request;
 pub mod response;
 pub mod secret;

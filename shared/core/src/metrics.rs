@@ -109,15 +109,20 @@ pub struct StatusTally {
 impl StatusTally {
     pub fn of(statuses: impl IntoIterator<Item = Option<u16>>) -> Self {
         let mut t = Self::default();
-        for s in statuses.into_iter().flatten() {
-            match s {
-                200..=299 => t.status_2xx += 1,
-                400..=499 => t.status_4xx += 1,
-                500..=599 => t.status_5xx += 1,
-                _ => {}
-            }
+        for s in statuses {
+            t.count(s);
         }
         t
+    }
+
+    /// Counts one more final outcome (None: no response).
+    pub fn count(&mut self, status: Option<u16>) {
+        match status {
+            Some(200..=299) => self.status_2xx += 1,
+            Some(400..=499) => self.status_4xx += 1,
+            Some(500..=599) => self.status_5xx += 1,
+            _ => {}
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! | port | capability | production adapter |
 //! | --- | --- | --- |
-//! | [`ObjectStore`] | objects: head, ranged reads, puts | S3 |
+//! | [`ObjectStore`] | objects: head, ranged reads, puts, multipart uploads | S3 |
 //! | [`ManifestQueue`] | sending manifests | SQS |
 //! | [`DeadLetterQueue`] | taking manifests back from the DLQ (replay) | SQS |
 //! | [`JobLedger`] | jobs and manifests, counted once | DynamoDB |
@@ -66,6 +66,45 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
     ) -> anyhow::Result<()>;
     async fn delete(&self, bucket: &str, key: &str) -> anyhow::Result<()>;
+    /// Starts a multipart upload of `key`; gives its upload id. Nothing is visible at `key`
+    /// until [`ObjectStore::complete_multipart`].
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> anyhow::Result<String>;
+    /// Uploads part `number` (1, 2, …) of an upload; gives its ETag. Every part but the last must
+    /// be at least [`MIN_PART_BYTES`].
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String>;
+    /// Makes the object of the parts uploaded, in their order (replacing any object at `key`).
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> anyhow::Result<()>;
+    /// Discards an upload and its parts.
+    async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str)
+    -> anyhow::Result<()>;
+}
+
+/// S3's smallest part of a multipart upload, but for the last one.
+pub const MIN_PART_BYTES: usize = 5 << 20;
+
+/// A part uploaded: its number and the ETag S3 gave it (both needed to complete the upload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: i32,
+    pub etag: String,
 }
 
 /// The manifest queue (SQS).

@@ -6,7 +6,7 @@
 //!
 //! | fake | port | behaves like |
 //! | --- | --- | --- |
-//! | [`MemStore`] | `ObjectStore` | S3: missing object → error on head/get, `None` from `get_small`; ETag checked on unversioned reads; a range past the end is cut to the object |
+//! | [`MemStore`] | `ObjectStore` | S3: missing object → error on head/get, `None` from `get_small`; ETag checked on unversioned reads; a range past the end is cut to the object; a multipart upload is invisible until completed, its parts but the last at least 5 MiB, completed with their ETags |
 //! | [`MemQueue`] | `ManifestQueue` | SQS: ≤ 10 entries with distinct ids per batch |
 //! | [`MemDeadLetters`] | `DeadLetterQueue` | SQS: received messages hidden until deleted or released; a new receipt per receive |
 //! | [`MemLedger`] | `JobLedger` + `LedgerRepair` | the DynamoDB ledger's conditions: create once, record a manifest once, status changes only from the states the conditions allow |
@@ -33,8 +33,9 @@ use fanout_core::ledger::{Counts, CreateOutcome, JobRecord, JobStatus, ManifestR
 use fanout_core::manifest::Manifest;
 use fanout_core::metrics::{Datum, DimensionSets, JobMetrics, WorkerMetrics, no_counters};
 use fanout_core::ports::{
-    ApiClient, ByteStream, CallOutcome, DeadLetterQueue, JobLedger, LedgerRepair, ManifestClaims,
-    ManifestQueue, MetricsSink, ObjectHead, ObjectStore, QueuedMessage,
+    ApiClient, ByteStream, CallOutcome, DeadLetterQueue, JobLedger, LedgerRepair, MIN_PART_BYTES,
+    ManifestClaims, ManifestQueue, MetricsSink, ObjectHead, ObjectStore, QueuedMessage,
+    UploadedPart,
 };
 use fanout_core::range::ByteRange;
 use fanout_core::request::ApiRequest;
@@ -62,6 +63,24 @@ pub struct MemStore {
     chunk_bytes: AtomicUsize,
     /// Every put, in order, as `bucket/key`.
     puts: Mutex<Vec<String>>,
+    /// Multipart uploads in progress, by upload id.
+    uploads: Mutex<HashMap<String, Upload>>,
+    /// Upload ids given so far.
+    upload_ids: AtomicU64,
+    /// Every completed and every aborted multipart upload, in order, as `bucket/key`.
+    completed: Mutex<Vec<String>>,
+    aborted: Mutex<Vec<String>>,
+    /// Parts numbered this or higher fail to upload (0: none fails).
+    fail_parts_from: AtomicUsize,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug)]
+struct Upload {
+    bucket: String,
+    key: String,
+    content_type: String,
+    parts: BTreeMap<i32, Vec<u8>>,
 }
 
 /// A quoted ETag derived from the body, as S3's is for a single-part upload (stable, and
@@ -158,6 +177,33 @@ impl MemStore {
     /// Every put so far, in order, as `bucket/key`.
     pub fn puts(&self) -> Vec<String> {
         self.puts.lock().unwrap().clone()
+    }
+
+    /// Every multipart upload completed so far, in order, as `bucket/key`.
+    pub fn completed_uploads(&self) -> Vec<String> {
+        self.completed.lock().unwrap().clone()
+    }
+
+    /// Every multipart upload aborted so far, in order, as `bucket/key`.
+    pub fn aborted_uploads(&self) -> Vec<String> {
+        self.aborted.lock().unwrap().clone()
+    }
+
+    /// Multipart uploads neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap().len()
+    }
+
+    /// Parts numbered `n` or higher fail to upload from now on.
+    pub fn fail_parts_from(&self, n: usize) {
+        self.fail_parts_from.store(n, Ordering::Relaxed);
+    }
+
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> anyhow::Result<Upload> {
+        match self.uploads.lock().unwrap().get(upload_id) {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(u.clone()),
+            _ => anyhow::bail!("s3://{bucket}/{key}: NoSuchUpload {upload_id}"),
+        }
     }
 
     fn found(
@@ -268,6 +314,107 @@ impl ObjectStore for MemStore {
             .lock()
             .unwrap()
             .remove(&(bucket.to_string(), key.to_string()));
+        Ok(())
+    }
+
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> anyhow::Result<String> {
+        let id = format!("upload-{}", self.upload_ids.fetch_add(1, Ordering::Relaxed));
+        let upload = Upload {
+            bucket: bucket.into(),
+            key: key.into(),
+            content_type: content_type.into(),
+            parts: BTreeMap::new(),
+        };
+        self.uploads.lock().unwrap().insert(id.clone(), upload);
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
+        self.upload(bucket, key, upload_id)?;
+        let fail_from = self.fail_parts_from.load(Ordering::Relaxed);
+        if fail_from > 0 && number as usize >= fail_from {
+            anyhow::bail!("UploadPart s3://{bucket}/{key} part {number}: InternalError (injected)");
+        }
+        let etag = etag_of(&body);
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads.get_mut(upload_id).expect("checked above");
+        upload.parts.insert(number, body);
+        Ok(etag)
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> anyhow::Result<()> {
+        let upload = self.upload(bucket, key, upload_id)?;
+        anyhow::ensure!(
+            !parts.is_empty(),
+            "s3://{bucket}/{key}: MalformedXML (no parts)"
+        );
+        let mut body = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let Some(bytes) = upload.parts.get(&part.number) else {
+                anyhow::bail!("s3://{bucket}/{key}: InvalidPart {}", part.number);
+            };
+            anyhow::ensure!(
+                etag_of(bytes) == part.etag,
+                "s3://{bucket}/{key}: InvalidPart {} (ETag)",
+                part.number
+            );
+            anyhow::ensure!(
+                i == 0 || parts[i - 1].number < part.number,
+                "s3://{bucket}/{key}: InvalidPartOrder"
+            );
+            anyhow::ensure!(
+                i + 1 == parts.len() || bytes.len() >= MIN_PART_BYTES,
+                "s3://{bucket}/{key}: EntityTooSmall (part {} of {} bytes)",
+                part.number,
+                bytes.len()
+            );
+            body.extend_from_slice(bytes);
+        }
+        self.uploads.lock().unwrap().remove(upload_id);
+        let object = StoredObject {
+            etag: etag_of(&body),
+            version_id: None,
+            content_type: upload.content_type,
+            body,
+        };
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((bucket.into(), key.into()), object);
+        self.completed
+            .lock()
+            .unwrap()
+            .push(format!("{bucket}/{key}"));
+        Ok(())
+    }
+
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> anyhow::Result<()> {
+        self.upload(bucket, key, upload_id)?;
+        self.uploads.lock().unwrap().remove(upload_id);
+        self.aborted.lock().unwrap().push(format!("{bucket}/{key}"));
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! | module | handles |
 //! | --- | --- |
 //! | [`splitter`] | an S3 upload: plan the ranges, enqueue the manifests, open the job |
-//! | [`worker`] | an SQS batch of manifests: read → call → commit → after |
+//! | [`worker`] | an SQS batch of manifests: read → call → write → commit → after |
+//! | [`part_writer`] | an output object written as its lines come: one PUT, or a multipart upload |
 //! | [`replay`] | a finished job's dead letters and failed records, sent again |
 //! | [`events`] | Lambda events built from their parts (the local runner, tests) |
 //! | [`telemetry`] | JSON logs for Lambda, text for a terminal |
@@ -15,6 +16,7 @@
 pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+pub mod part_writer;
 pub mod replay;
 pub mod splitter;
 pub mod telemetry;

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use fanout_core::config::{BatchConfig, CacheConfig, ClientConfig};
 use fanout_core::continuation::StopTimes;
 use fanout_core::latency;
-use fanout_core::output::{FailedLine, ResultLine};
 use fanout_core::ports::{ApiClient, CallOutcome};
 use fanout_core::request::ApiRequest;
 use fanout_core::response::{ResponseShaper, Shaped};
@@ -18,21 +17,14 @@ use fanout_core::response::{ResponseShaper, Shaped};
 use super::batch;
 use super::cache::{ResponseCache, Served};
 use super::read::Pending;
+use super::release::{Outcomes, Weight};
 
-/// What the calls came to: the lines for `results/` and `failed/` (with their offsets), and the
-/// latency of every attempted call (microseconds).
+/// What the calls came to besides their lines (which go to the [`Outcomes`]): the latency of
+/// every attempted call (microseconds).
 pub(super) struct Calls {
-    pub(super) ok: Vec<(u64, ResultLine)>,
-    pub(super) failed: Vec<(u64, FailedLine)>,
     pub(super) histogram: Histogram<u64>,
 }
 
-/// Takes the records the reader hands over (`rx`) and gives their outcomes as [`Calls`], each
-/// shaped into its line by `shaper` (the pipeline's `response` section): each one
-/// is called with `policy.concurrency` in flight, or with `drain` (a stopped job) not called at
-/// all but failed with `drain` as its error. At the hard stop the calls still in flight are
-/// abandoned (they are not in the result, so the cut falls before them) and dropping `rx` stops
-/// the reader.
 /// The API, through the job's response cache when the pipeline has one.
 #[derive(Clone, Copy)]
 pub(super) struct Api<'a> {
@@ -70,6 +62,13 @@ impl Api<'_> {
     }
 }
 
+/// Takes the records the reader hands over (`rx`) and finishes each in `outcomes` with its line,
+/// shaped by `shaper` (the pipeline's `response` section): each one is called with
+/// `policy.concurrency` in flight, or with `drain` (a stopped job) not called at all but failed
+/// with `drain` as its error. At the hard stop the calls still in flight are abandoned (they stay
+/// unfinished, so the cut falls before them), and dropping `rx` and closing the budget stop the
+/// reader.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn call_records(
     rx: mpsc::Receiver<Pending>,
     api: Api<'_>,
@@ -78,6 +77,7 @@ pub(super) async fn call_records(
     batch: Option<&BatchConfig>,
     drain: Option<&str>,
     stop: Option<&StopTimes>,
+    outcomes: &Outcomes,
 ) -> Calls {
     let pending = futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
     let calls: BoxStream<'_, Done> = match batch {
@@ -92,7 +92,7 @@ pub(super) async fn call_records(
                     line.cached = served == Served::Cache;
                     line.fields = p.fields;
                 }
-                Done::One(p.offset, line, attempted(&outcome))
+                Done::One(p.offset, line, p.weight, attempted(&outcome))
             })
             .buffer_unordered(policy.concurrency)
             .boxed(),
@@ -105,21 +105,23 @@ pub(super) async fn call_records(
                         request: &p.request,
                     })
                     .collect();
-                let (mut lines, outcome) =
+                let (lines, outcome) =
                     batch::call(api.client, policy, config, shaper, &members, drain).await;
                 drop(members);
-                for ((_, line), p) in lines.iter_mut().zip(group) {
-                    if let Shaped::Result(line) = line {
-                        line.fields = p.fields;
-                    }
-                }
+                let lines = (lines.into_iter().zip(group))
+                    .map(|((offset, mut line), p)| {
+                        if let Shaped::Result(line) = &mut line {
+                            line.fields = p.fields;
+                        }
+                        (offset, line, p.weight)
+                    })
+                    .collect();
                 Done::Many(lines, attempted(&outcome))
             })
             .buffer_unordered(policy.concurrency)
             .boxed(),
     };
     let mut calls = std::pin::pin!(calls);
-    let (mut ok, mut failed) = (Vec::new(), Vec::new());
     let mut histogram = latency::new_histogram();
     let hard = async {
         match stop {
@@ -128,26 +130,23 @@ pub(super) async fn call_records(
         }
     };
     let mut hard = std::pin::pin!(hard);
-    let mut keep = |offset: u64, line: Shaped| match line {
-        Shaped::Result(line) => ok.push((offset, line)),
-        Shaped::Failed(line) => failed.push((offset, line)),
-    };
     loop {
         // At the hard stop the calls still in flight are abandoned (dropping `calls` drops
-        // them and the queue, which stops the reader).
+        // them and the queue, which stops the reader, as closing the budget below does when it
+        // waits for it).
         let next = tokio::select! {
             next = calls.next() => next,
             () = &mut hard => break,
         };
         let Some(done) = next else { break };
         let latency = match done {
-            Done::One(offset, line, latency) => {
-                keep(offset, line);
+            Done::One(offset, line, weight, latency) => {
+                outcomes.complete(offset, line, weight);
                 latency
             }
             Done::Many(lines, latency) => {
-                for (offset, line) in lines {
-                    keep(offset, line);
+                for (offset, line, weight) in lines {
+                    outcomes.complete(offset, line, weight);
                 }
                 latency
             }
@@ -156,18 +155,15 @@ pub(super) async fn call_records(
             histogram.saturating_record(latency.as_micros().max(1) as u64);
         }
     }
-    Calls {
-        ok,
-        failed,
-        histogram,
-    }
+    outcomes.stop();
+    Calls { histogram }
 }
 
 /// A finished call: its record's line (or, for a batch call, its records' lines) and its
 /// latency, when it was attempted.
 enum Done {
-    One(u64, Shaped, Option<Duration>),
-    Many(Vec<(u64, Shaped)>, Option<Duration>),
+    One(u64, Shaped, Weight, Option<Duration>),
+    Many(Vec<(u64, Shaped, Weight)>, Option<Duration>),
 }
 
 /// The latency of the call's last attempt, if it made one.

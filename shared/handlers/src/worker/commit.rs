@@ -1,23 +1,21 @@
-//! Commit: outcomes → the part that is done (the cut), its three output parts, its ledger record.
-
-use std::collections::HashSet;
+//! Commit: what was read, called and written → the part that is done (the cut), its three output
+//! parts finished, its ledger record.
 
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use fanout_core::continuation;
-use fanout_core::csv_output::{CsvLayout, OutputFormat};
 use fanout_core::latency;
 use fanout_core::ledger::{Counts, ManifestRecord};
 use fanout_core::manifest::{Manifest, REDO_PART, keys};
 use fanout_core::metrics::StatusTally;
-use fanout_core::output::{JSONL_CONTENT_TYPE as JSONL, to_jsonl};
-use fanout_core::ports::ObjectStore;
 
 use super::WorkerDeps;
 use super::call::Calls;
 use super::read::ReadTally;
+use super::release::Outcomes;
+use super::write::Outputs;
 
 /// A manifest committed: what [`super::after::after`] needs.
 pub(super) struct Committed {
@@ -31,41 +29,30 @@ pub(super) struct Committed {
     pub(super) statuses: StatusTally,
 }
 
-/// Takes what reading and calling found and gives the committed manifest: cuts it before the
-/// first unfinished record (everything from there is the continuation's), writes its `results/`,
-/// `failed/` and `rejected/` parts (an empty part is deleted), and records it in the ledger once.
-/// Fails when no record finished before a cut (a continuation of the whole range would make no
-/// progress: SQS retries it instead). `started` is when the manifest's processing began.
+/// Takes what reading, calling and writing did and gives the committed manifest: cuts it before
+/// the first unfinished record (everything from there is the continuation's; what was written is
+/// before it by construction, see [`super::release`]), finishes its `results/`, `failed/` and
+/// `rejected/` parts (an empty part is deleted), and records it in the ledger once. Fails when
+/// no record finished before a cut (a continuation of the whole range would make no progress:
+/// SQS retries it instead). `started` is when the manifest's processing began.
 pub(super) async fn commit(
     m: &Manifest,
     deps: &WorkerDeps,
-    mut tally: ReadTally,
+    tally: ReadTally,
     calls: Calls,
+    outcomes: &Outcomes,
+    outputs: &mut Outputs<'_>,
     started: Instant,
 ) -> anyhow::Result<Committed> {
-    let Calls {
-        mut ok,
-        mut failed,
-        histogram,
-    } = calls;
+    let Calls { histogram } = calls;
     // Everything before the first unfinished record is this part; the rest is the continuation's.
-    let finished: HashSet<u64> = ok
-        .iter()
-        .map(|(o, _)| *o)
-        .chain(failed.iter().map(|(o, _)| *o))
-        .collect();
-    let unfinished = tally.sent.iter().filter(|o| !finished.contains(o)).copied();
-    let cut = continuation::cut(unfinished, tally.stopped_at);
+    let cut = continuation::cut(outcomes.first_unfinished(), tally.stopped_at);
+    let counts = Counts {
+        bytes_read: tally.bytes_read,
+        ..outputs.counts
+    };
     if let Some(cut) = cut {
-        ok.retain(|(o, _)| *o < cut);
-        failed.retain(|(o, _)| *o < cut);
-        tally.rejected.retain(|(o, _)| *o < cut);
-        tally.blank_lines.retain(|o| *o < cut);
-        if ok.is_empty()
-            && failed.is_empty()
-            && tally.rejected.is_empty()
-            && tally.blank_lines.is_empty()
-        {
+        if counts.records == 0 && counts.blank_lines == 0 {
             // A continuation of the whole range would make no progress: let SQS retry it (and
             // after maxReceiveCount, keep it in the DLQ), so nothing is lost and nothing loops.
             anyhow::bail!(
@@ -75,59 +62,12 @@ pub(super) async fn commit(
         }
         info!(job_id = %m.job_id, unit = m.unit_id(), cut, end = m.range.end, "deadline: done prefix flushed, rest continued");
     }
-
-    let counts = Counts {
-        records: (ok.len() + failed.len() + tally.rejected.len()) as u64,
-        succeeded: ok.len() as u64,
-        failed: failed.len() as u64,
-        rejected: tally.rejected.len() as u64,
-        blank_lines: tally.blank_lines.len() as u64,
-        bytes_read: tally.bytes_read,
-    };
-    let statuses = StatusTally::of(
-        ok.iter()
-            .map(|(_, r)| Some(r.status))
-            .chain(failed.iter().map(|(_, f)| f.status)),
-    );
-    let store = deps.store.as_ref();
     let unit = m.unit_id();
-    let format = m.config.output.format;
-    let (results_key, failed_key, rejected_key) = (
-        keys::results_unit_as(&m.job_id, &unit, format),
-        keys::failed_unit(&m.job_id, &unit),
-        keys::rejected_unit(&m.job_id, &unit),
-    );
     if m.part == REDO_PART {
         delete_superseded(m, deps).await?;
     }
     let quote = tally.quote.as_ref().and_then(|t| t.scan(cut));
-    let results = match format {
-        OutputFormat::Jsonl => to_jsonl(ok),
-        OutputFormat::Csv => {
-            let layout = CsvLayout::new(&m.config.output.columns);
-            let rows = (ok.iter())
-                .map(|(offset, line)| (*offset, layout.row(line, &line.fields)))
-                .collect();
-            layout.part(rows)
-        }
-    };
-    futures::try_join!(
-        write_or_delete(
-            store,
-            &m.bucket,
-            &results_key,
-            results,
-            format.content_type()
-        ),
-        write_or_delete(store, &m.bucket, &failed_key, to_jsonl(failed), JSONL),
-        write_or_delete(
-            store,
-            &m.bucket,
-            &rejected_key,
-            to_jsonl(tally.rejected),
-            JSONL
-        ),
-    )?;
+    outputs.finish().await?;
     let mut record = ManifestRecord {
         job_id: m.job_id.clone(),
         seq: m.seq,
@@ -158,7 +98,7 @@ pub(super) async fn commit(
         newly_recorded,
         counts,
         histogram,
-        statuses,
+        statuses: outputs.statuses,
     })
 }
 
@@ -190,19 +130,4 @@ async fn delete_superseded(m: &Manifest, deps: &WorkerDeps) -> anyhow::Result<()
         info!(job_id = %m.job_id, unit, "output of a range read under a wrong quote state deleted");
     }
     Ok(())
-}
-
-/// An empty part is deleted rather than written, so a re-run that now has none leaves none behind.
-async fn write_or_delete(
-    store: &dyn ObjectStore,
-    bucket: &str,
-    key: &str,
-    body: Vec<u8>,
-    content_type: &str,
-) -> anyhow::Result<()> {
-    if body.is_empty() {
-        store.delete(bucket, key).await
-    } else {
-        store.put(bucket, key, body, content_type).await
-    }
 }

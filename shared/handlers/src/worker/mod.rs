@@ -12,10 +12,16 @@
 //! | --- | --- | --- |
 //! | `read` | the manifest's byte range | records sent to the callers; rejected and blank ones |
 //! | `call` | records | outcomes: result and failed lines, a latency histogram |
-//! | `commit` | outcomes | the cut, the three output parts, the ledger record |
+//! | `release` | outcomes, in any order | lines in offset order, once every record before is done |
+//! | `write` | lines in offset order | the three output parts, streamed ([`crate::part_writer`]), counts |
+//! | `commit` | what was written | the cut, the parts finished, the ledger record |
 //! | `after` | the committed manifest | metrics, continuation, failure tolerance, job completion |
 //!
-//! `read` and `call` run together (a bounded channel between them); `commit` and `after` follow.
+//! `read`, `call` and `write` run together (a bounded channel from `read` to `call`, `release`
+//! between all three); `commit` and `after` follow. Memory is bounded by what is in flight, not by
+//! the range: the records between `read` and `write` share a byte budget
+//! ([`release::BUDGET_BYTES`]) and each part is uploaded as it fills
+//! ([`crate::part_writer::PART_BYTES`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,6 +35,7 @@ use tracing::{error, info, warn};
 use fanout_client::deadline::DeadlineHandle;
 use fanout_core::claims::{self, ClaimOutcome};
 use fanout_core::continuation::{self, StopTimes};
+use fanout_core::csv_output::{CsvLayout, OutputFormat};
 use fanout_core::ledger::{ManifestRecord, now_ms};
 use fanout_core::manifest::Manifest;
 use fanout_core::ports::{ApiClient, JobLedger, ManifestClaims, ManifestQueue, ObjectStore};
@@ -41,6 +48,8 @@ pub mod cache;
 mod call;
 mod commit;
 mod read;
+mod release;
+mod write;
 
 /// Clients the worker needs, built once per container and shared by every invocation.
 #[derive(Clone)]
@@ -304,9 +313,27 @@ pub async fn process_manifest(
     // Enough records waiting for every call in flight to be full, and as many again.
     let per_call = batch.map_or(1, |b| b.size);
     let (tx, rx) = mpsc::channel::<read::Pending>(policy.concurrency * per_call * 2);
-    // read → call run together, joined by the channel; then commit, then after.
+    let layout = (m.config.output.format == OutputFormat::Csv)
+        .then(|| CsvLayout::new(&m.config.output.columns));
+    let (outcomes, released) = release::Outcomes::new(
+        m.config.output.format,
+        layout.clone(),
+        release::BUDGET_BYTES,
+    );
+    let mut outputs = write::Outputs::new(m, deps.store.as_ref(), layout.as_ref());
+    // read → call → write run together, joined by the channel and the outcomes; then commit,
+    // then after.
     let reading = async {
-        let tally = read::read_records(m, deps.store.as_ref(), parser, &renderer, tx, stop).await;
+        let tally = read::read_records(
+            m,
+            deps.store.as_ref(),
+            parser,
+            &renderer,
+            tx,
+            stop,
+            &outcomes,
+        )
+        .await;
         if let Some(done) = reading_done {
             // The batch may be gone already (a hard stop): nobody waits then.
             let _ = done.send(());
@@ -326,9 +353,35 @@ pub async fn process_manifest(
         client: deps.api.as_ref(),
         cache,
     };
-    let calling = call::call_records(rx, api, policy, &shaper, batch, drain, stop);
-    let (tally, calls) = tokio::join!(reading, calling);
-    let committed = commit::commit(m, deps, tally?, calls, started).await?;
+    let calling = call::call_records(rx, api, policy, &shaper, batch, drain, stop, &outcomes);
+    let working = async {
+        let done = tokio::join!(reading, calling);
+        // Nothing more will be released: the writer ends with what was.
+        outcomes.close();
+        done
+    };
+    let writing = async {
+        let written = outputs.write(released).await;
+        if written.is_err() {
+            // No use reading on: the manifest fails.
+            outcomes.stop();
+        }
+        written
+    };
+    let ((tally, calls), written) = tokio::join!(working, writing);
+    let committed = match (written, tally) {
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(tally)) => {
+            commit::commit(m, deps, tally, calls, &outcomes, &mut outputs, started).await
+        }
+    };
+    let committed = match committed {
+        Ok(c) => c,
+        Err(e) => {
+            outputs.abort().await;
+            return Err(e);
+        }
+    };
     after::after(m, deps, &committed).await?;
     Ok(committed.record)
 }

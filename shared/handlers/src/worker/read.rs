@@ -16,6 +16,8 @@ use fanout_core::range::ByteRange;
 use fanout_core::record::RecordParser;
 use fanout_core::request::{ApiRequest, RequestRenderer};
 
+use super::release::{Outcomes, Weight};
+
 /// Bytes read past the range end in the first GET, so the last record usually needs no second one.
 const LOOKAHEAD_BYTES: u64 = 64 * 1024;
 /// Size of each further GET while the last record is still incomplete.
@@ -28,17 +30,14 @@ pub(super) struct Pending {
     pub(super) request: ApiRequest,
     /// The record's values that CSV results show (empty for JSON Lines results).
     pub(super) fields: Vec<String>,
+    /// Its share of the memory budget, held until its line is written.
+    pub(super) weight: Weight,
 }
 
-/// What the reading side found besides requests.
+/// What the reading side found besides records (which it registers with the [`Outcomes`]).
 #[derive(Default)]
 pub(super) struct ReadTally {
-    pub(super) rejected: Vec<(u64, RejectedLine)>,
-    /// Offsets of blank lines (kept, so that a cut can tell which ones its prefix holds).
-    pub(super) blank_lines: Vec<u64>,
     pub(super) bytes_read: u64,
-    /// Offsets of the records handed to the callers.
-    pub(super) sent: Vec<u64>,
     /// The first record not dispatched, when reading stopped before the range's end.
     pub(super) stopped_at: Option<u64>,
     /// CSV: the quote states the framer tracked (its start state and the range's transition).
@@ -46,10 +45,10 @@ pub(super) struct ReadTally {
 }
 
 /// Takes the manifest's range and gives its records: streams the range (and as far past it as
-/// the last record needs), frames records, rejects what cannot be sent, and hands the rest to the
-/// callers through `tx`. Returns the [`ReadTally`]: rejected records, blank lines, bytes read,
-/// the offsets sent, and where reading stopped if the soft stop (or the callers' hard stop) came
-/// first.
+/// the last record needs), frames records, registers each with `outcomes` in reading order
+/// (rejected and blank ones finished at once), and hands the rest to the callers through `tx`,
+/// each once it has its weight of the memory budget. Returns the [`ReadTally`]: bytes read, and
+/// where reading stopped if the soft stop (or the callers' hard stop) came first.
 pub(super) async fn read_records(
     m: &Manifest,
     store: &dyn ObjectStore,
@@ -57,6 +56,7 @@ pub(super) async fn read_records(
     renderer: &RequestRenderer,
     tx: mpsc::Sender<Pending>,
     stop: Option<&StopTimes>,
+    outcomes: &Outcomes,
 ) -> anyhow::Result<ReadTally> {
     let keep = fanout_core::check::kept_slots(&m.config, &parser);
     let reader = Reader {
@@ -65,6 +65,7 @@ pub(super) async fn read_records(
         tx: &tx,
         stop,
         keep: &keep,
+        outcomes,
     };
     let max = m.config.input.max_record_bytes;
     let delim = m.config.input.delimiter as u8;
@@ -208,12 +209,14 @@ struct Reader<'a> {
     stop: Option<&'a StopTimes>,
     /// The schema slots CSV results show.
     keep: &'a [usize],
+    outcomes: &'a Outcomes,
 }
 
 impl Reader<'_> {
-    /// Takes one framed record and gives it its fate: sent to the callers (its offset in
-    /// `tally.sent`), rejected (oversized, unparsable, unrenderable), counted as a blank line, or,
-    /// past the soft stop, left for the continuation (`tally.stopped_at`).
+    /// Takes one framed record and gives it its fate: sent to the callers, rejected (oversized,
+    /// unparsable, unrenderable), counted as a blank line, or, past the soft stop (or once the
+    /// budget is closed), left for the continuation (`tally.stopped_at`). Each is registered with
+    /// the outcomes in reading order once it has its weight of the budget.
     async fn dispatch(
         &self,
         frame: Frame,
@@ -226,63 +229,90 @@ impl Reader<'_> {
             tx,
             stop,
             keep,
+            outcomes,
         } = *self;
         // Past the soft stop no record is taken: this one starts the continuation.
         if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
             tally.stopped_at = Some(frame.offset());
             return Ok(());
         }
-        let (offset, raw) = match frame {
+        let offset = frame.offset();
+        let (weight, fate) = match frame {
             Frame::Oversized { offset, len } => {
                 let reason = fanout_core::check::oversized(len, m.config.input.max_record_bytes);
-                tally.rejected.push((
+                let line = RejectedLine {
                     offset,
-                    RejectedLine {
-                        offset,
-                        reason,
-                        record: None,
-                        record_bytes: len,
-                    },
-                ));
+                    reason,
+                    record: None,
+                    record_bytes: len,
+                };
+                (line.reason.len(), Fate::Reject(line))
+            }
+            Frame::Record { offset, bytes: raw } => {
+                match fanout_core::check::judge(&raw, parser, renderer, &m.job_id, offset, keep) {
+                    Verdict::Blank => (0, Fate::Blank),
+                    Verdict::Send(request, fields) => {
+                        let weight = raw.len()
+                            + request.url.len()
+                            + request.body.as_ref().map_or(0, |b| b.len())
+                            + fields.iter().map(String::len).sum::<usize>();
+                        (weight, Fate::Send(raw, request, fields))
+                    }
+                    Verdict::Reject(reason) => {
+                        let line = RejectedLine {
+                            offset,
+                            reason,
+                            record: Some(String::from_utf8_lossy(&raw).into_owned()),
+                            record_bytes: raw.len() as u64,
+                        };
+                        (raw.len() * 2 + line.reason.len(), Fate::Reject(line))
+                    }
+                }
+            }
+        };
+        // The budget is closed at the hard stop (or when the writer failed): this record is
+        // unfinished, and starts the continuation.
+        let Some(weight) = outcomes.weigh(weight).await else {
+            if stop.is_some() {
+                tally.stopped_at = Some(offset);
                 return Ok(());
             }
-            Frame::Record { offset, bytes } => (offset, bytes),
+            anyhow::bail!("the manifest's outcomes were closed early");
         };
-        match fanout_core::check::judge(&raw, parser, renderer, &m.job_id, offset, keep) {
-            Verdict::Blank => {
-                tally.blank_lines.push(offset);
-                Ok(())
-            }
-            Verdict::Send(request, fields) => {
+        // The soft stop may have come while this record waited for the budget.
+        if stop.is_some_and(|t| t.soft_reached(Instant::now())) {
+            tally.stopped_at = Some(offset);
+            return Ok(());
+        }
+        match fate {
+            Fate::Blank => outcomes.blank(offset, weight),
+            Fate::Reject(line) => outcomes.rejected(line, weight),
+            Fate::Send(raw, request, fields) => {
+                outcomes.dispatch(offset);
                 let sent = tx
                     .send(Pending {
                         offset,
                         raw,
                         request,
                         fields,
+                        weight,
                     })
                     .await;
                 match sent {
-                    Ok(()) => tally.sent.push(offset),
+                    Ok(()) => {}
                     // The callers stop early only at the hard stop: this record is unfinished.
                     Err(_) if stop.is_some() => tally.stopped_at = Some(offset),
                     Err(_) => anyhow::bail!("the API callers stopped early"),
                 }
-                Ok(())
-            }
-            Verdict::Reject(reason) => {
-                let record = Some(String::from_utf8_lossy(&raw).into_owned());
-                tally.rejected.push((
-                    offset,
-                    RejectedLine {
-                        offset,
-                        reason,
-                        record,
-                        record_bytes: raw.len() as u64,
-                    },
-                ));
-                Ok(())
             }
         }
+        Ok(())
     }
+}
+
+/// What a framed record comes to.
+enum Fate {
+    Send(Vec<u8>, ApiRequest, Vec<String>),
+    Reject(RejectedLine),
+    Blank,
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::fakes::{self, Claim, Fakes, MemStore, ScriptedApi};
 use fanout_core::config::{ClientConfig, InputFormat, PipelineConfig};
 use fanout_core::ledger::{Counts, JobStatus};
-use fanout_core::ports::{ByteStream, CallOutcome, ObjectHead};
+use fanout_core::ports::{ByteStream, CallOutcome, ObjectHead, UploadedPart};
 use fanout_core::range::ByteRange;
 use fanout_core::request::ApiRequest;
 
@@ -220,6 +220,31 @@ impl ObjectStore for SlowPuts {
     async fn delete(&self, b: &str, key: &str) -> anyhow::Result<()> {
         self.inner.delete(b, key).await
     }
+    async fn create_multipart(&self, b: &str, key: &str, t: &str) -> anyhow::Result<String> {
+        self.inner.create_multipart(b, key, t).await
+    }
+    async fn upload_part(
+        &self,
+        b: &str,
+        key: &str,
+        id: &str,
+        n: i32,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
+        self.inner.upload_part(b, key, id, n, body).await
+    }
+    async fn complete_multipart(
+        &self,
+        b: &str,
+        key: &str,
+        id: &str,
+        parts: &[UploadedPart],
+    ) -> anyhow::Result<()> {
+        self.inner.complete_multipart(b, key, id, parts).await
+    }
+    async fn abort_multipart(&self, b: &str, key: &str, id: &str) -> anyhow::Result<()> {
+        self.inner.abort_multipart(b, key, id).await
+    }
 }
 
 /// Logs each call's URL, then answers as `inner` does.
@@ -394,4 +419,79 @@ async fn ranges_guessed_wrong_are_redone_and_replace_their_output() {
         serde_json::from_slice(&fakes.store.get("b", "results/j/_SUMMARY.json").unwrap()).unwrap();
     assert_eq!(summary["input_records"], 2, "{summary}");
     assert_eq!(summary["reconciled"], true, "{summary}");
+}
+
+/// Answers the record with id 0 after a minute (tokio time), every other one at once, as `inner`
+/// does; and notes how many calls had been made when the slow one answered.
+struct SlowHead {
+    inner: ScriptedApi,
+    calls: std::sync::atomic::AtomicU64,
+    made_when_head_answered: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl ApiClient for SlowHead {
+    async fn call(&self, request: &ApiRequest, config: &ClientConfig) -> CallOutcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        if request.url.ends_with("/0") {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            (self.made_when_head_answered).store(self.calls.load(SeqCst), SeqCst);
+        }
+        self.inner.call(request, config).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_head_record_holds_reading_to_the_budget_and_the_part_is_still_whole() {
+    // 600 records of 64 KiB (about 38 MiB, over twice the budget); the first answers last.
+    let mut f = fixture(0, Duration::ZERO);
+    let pad = "p".repeat(64 << 10);
+    let mut data = b"id,pad\n".to_vec();
+    let mut offsets = Vec::new();
+    for i in 0..600 {
+        offsets.push(data.len() as u64);
+        data.extend_from_slice(format!("{i},{pad}\n").as_bytes());
+    }
+    let head = f.fakes.store.insert("b", "in.csv", data.clone());
+    f.manifest.config = PipelineConfig::from_yaml(
+        "p.yaml",
+        "input: {format: csv}\nrequest: {url: 'http://h/x/{id}', body: {pad: '{pad}'}}\n",
+    )
+    .unwrap();
+    (f.manifest.etag, f.manifest.object_size) = (head.etag, data.len() as u64);
+    f.manifest.header = Some(vec!["id".into(), "pad".into()]);
+    f.manifest.range = ByteRange::new(7, data.len() as u64);
+    f.manifest.data_start = 7;
+    let api = Arc::new(SlowHead {
+        inner: ScriptedApi::ok(),
+        calls: Default::default(),
+        made_when_head_answered: Default::default(),
+    });
+    f.deps.api = api.clone();
+    let Handled::Processed(record) = handle_manifest(&f.manifest, &f.deps, None).await.unwrap()
+    else {
+        panic!("not processed")
+    };
+    // Each record weighs its bytes twice (its line and its request's body): while the head was
+    // out, no more records than the budget holds were taken. Without the budget, all 600 were.
+    let made = api
+        .made_when_head_answered
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        made as usize <= release::BUDGET_BYTES / (2 * (64 << 10)) + 1,
+        "{made} calls"
+    );
+    assert!(
+        made < 300,
+        "{made} calls: bounded by the range, not the budget"
+    );
+    assert!(made > 1, "the others went on while the head was out");
+    assert_eq!(record.counts.succeeded, 600);
+    let lines = f.fakes.store.jsonl("b", "results/j/part-000000.jsonl");
+    let written: Vec<u64> = lines
+        .iter()
+        .map(|l| l["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(written, offsets, "every record once, in offset order");
 }
