@@ -19,15 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-PIPELINE = """\
-# The demo's pipeline with the rate limit at its maximum (scripts/bench-cpu.py).
-input:
-  format: csv
-  fields:
-    - { name: id, type: integer, required: true }
-    - { name: email, required: true }
-    - { name: name }
-    - { name: amount, type: number }
+# The demo's pipeline with the rate limit at its maximum.
+PIPELINE = benchlib.DEMO_INPUT + """\
 request:
   method: POST
   url: "{{API_BASE_URL}}/v1/users/{id}/score?email={email}"

@@ -19,6 +19,27 @@ BIN = os.environ.get("BENCH_BIN_DIR") or os.path.join(
     ROOT, "target", os.environ.get("BENCH_PROFILE", "release"))
 
 
+# The input section of pipelines/demo.yaml: the records `fanout generate` makes.
+DEMO_INPUT = """\
+input:
+  format: csv
+  fields:
+    - { name: id, type: integer, required: true }
+    - { name: email, required: true }
+    - { name: name }
+    - { name: amount, type: number }
+"""
+
+# The demo's request (pipelines/demo.yaml's, without its header): a POST of a JSON body with a
+# query, one per record.
+DEMO_REQUEST = """\
+request:
+  method: POST
+  url: "{{API_BASE_URL}}/v1/users/{id}/score?email={email}"
+  body: { id: "{id}", name: "{name}", amount: "{amount}" }
+"""
+
+
 def need_stack(script):
     """Exits unless the local AWS is there (scripts/with-stack.sh sets AWS_ENDPOINT_URL)."""
     if "AWS_ENDPOINT_URL" not in os.environ:

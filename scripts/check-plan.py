@@ -37,15 +37,8 @@ TOLERANCE = 0.10
 CPU_US_PER_RECORD = 50.0
 LOCAL_START_SECS = 1.0
 
-DEMO_INPUT = """\
-input:
-  format: csv
-  fields:
-    - { name: id, type: integer, required: true }
-    - { name: email, required: true }
-    - { name: name }
-    - { name: amount, type: number }
-"""
+DEMO_INPUT = benchlib.DEMO_INPUT
+DEMO_CALL = benchlib.DEMO_INPUT + benchlib.DEMO_REQUEST
 
 SCENARIOS = [
     {
@@ -54,11 +47,7 @@ SCENARIOS = [
         "workers": 8,
         "latency": "20-80",
         "latency_mean": 50.0,
-        "pipeline": DEMO_INPUT + """\
-request:
-  method: POST
-  url: "{{API_BASE_URL}}/v1/users/{id}/score?email={email}"
-  body: { id: "{id}", name: "{name}", amount: "{amount}" }
+        "pipeline": DEMO_CALL + """\
 client:
   concurrency: 64
   rate_limit_name: check-plan-rate
@@ -73,11 +62,7 @@ split:
         "workers": 4,
         "latency": "50",
         "latency_mean": 50.0,
-        "pipeline": DEMO_INPUT + """\
-request:
-  method: POST
-  url: "{{API_BASE_URL}}/v1/users/{id}/score?email={email}"
-  body: { id: "{id}", name: "{name}", amount: "{amount}" }
+        "pipeline": DEMO_CALL + """\
 client:
   concurrency: 16
   concurrency_min: 16
