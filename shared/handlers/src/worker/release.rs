@@ -51,7 +51,10 @@ pub(super) struct Line {
 }
 
 /// A record's share of the budget.
-pub(super) struct Weight(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(super) struct Weight {
+    /// Held only to be dropped: dropping it gives the bytes back.
+    _permit: OwnedSemaphorePermit,
+}
 
 /// How a result is rendered: a JSON line, or a CSV row (the writer puts the header first).
 enum Render {
@@ -103,7 +106,7 @@ impl Outcomes {
     pub(super) async fn weigh(&self, bytes: usize) -> Option<Weight> {
         let n = (bytes + RECORD_OVERHEAD).min(self.budget_bytes);
         let permit = self.budget.clone().acquire_many_owned(n as u32).await;
-        permit.ok().map(Weight)
+        permit.ok().map(|p| Weight { _permit: p })
     }
 
     /// Closes the budget: a reader waiting for it stops (the hard stop, or the writer failed).
