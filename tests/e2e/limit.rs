@@ -151,7 +151,7 @@ async fn eight_containers_share_one_limit() {
 
 /// Issue 15: a job started at 1000/s is raised to 2000/s mid-job with `fanout limit set` (the
 /// library function the command calls). The mock API enforces the limit in force (1000/s, then
-/// 2000/s from the moment the override is written, each with a 10% burst), and its per-100 ms
+/// 2000/s from the moment the override is written, each with a 20% burst), and its per-100 ms
 /// arrival counts are the evidence:
 ///
 /// (a) some whole 1 s interval starting within 5 s of the set carries at least 0.95 × 2000;
@@ -179,7 +179,12 @@ async fn a_rate_raised_mid_job_reaches_the_fleet_within_5_s() {
         latency_min_ms: 20,
         latency_max_ms: 80,
         rate_limit: Some(f64::from(rate)),
-        burst: 0.1,
+        // Twice the client's own burst allowance (`rate_limit_burst`, 10%): with the mock's
+        // bucket at the same 10%, tokens spent late within that allowance beside on-time ones
+        // reach the bucket's edge, and scheduling jitter on a loaded 2-core machine pushed 18 of
+        // 30,018 calls over it in one fresh-clone run (2026-12-03). (c) is about the fleet
+        // running ahead of the limit in force, not about the machine's scheduler.
+        burst: 0.2,
         ..MockConfig::default()
     };
     let api = MockApi::start(enforcing(BEFORE)).await.unwrap();
