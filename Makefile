@@ -83,7 +83,8 @@ lint:
 
 ## bench: criterion benchmarks (reader throughput, request rendering, result serialisation, the
 ## fleet limiter's bookkeeping), then the CPU-bound benchmark side by side (scripts/bench-http.py:
-## fanout, wrk and a Python aiohttp loop against the mock API and nginx; scripts/bench-setup.sh
+## fanout, its HTTP floor (reqwest alone, the client stack), wrk and a Python aiohttp loop
+## against the mock API and nginx; scripts/bench-setup.sh
 ## installs wrk, nginx and aiohttp), the Lambda binaries' cold start (scripts/bench-coldstart.py)
 ## and the splitter on 1, 10 and 100 GiB objects (scripts/bench-splitter.py). Each script's last
 ## line is JSON, kept in .local/bench/; docs/PERFORMANCE.md holds the figures and how to read
@@ -92,6 +93,7 @@ BENCH_OUT := .local/bench
 bench: setup
 	cargo bench -p fanout-core -p fanout-client --bench throughput --bench results --bench limiter
 	cargo build --release --locked -p fanout -p mock-api -p splitter -p worker
+	cargo build --release --locked -p fanout-client --example http_floor
 	scripts/bench-setup.sh
 	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.out
 	set -o pipefail; scripts/with-stack.sh scripts/bench-http.py | tee $(BENCH_OUT)/http.out
@@ -111,11 +113,13 @@ check-plan: setup
 	cargo build --release --locked -p fanout -p mock-api
 	scripts/with-stack.sh scripts/check-plan.py
 
-## bench-memory: peak RSS of `fanout local run` with one worker container: a 256 MiB range in one
-## manifest, then 200 records of 1 MiB (scripts/bench-memory.py).
+## bench-memory: peak RSS of one worker container working a 256 MiB range in one manifest, then
+## 200 records of 1 MiB (scripts/bench-memory.py): in `fanout local run`, then in the real worker
+## binary (--lambda, behind a Runtime API stand-in).
 bench-memory: setup
-	cargo build --release --locked -p fanout -p mock-api
+	cargo build --release --locked -p fanout -p mock-api -p splitter -p worker
 	scripts/with-stack.sh scripts/bench-memory.py
+	scripts/with-stack.sh scripts/bench-memory.py --lambda
 
 ## bench-limit: the fleet-wide rate limit under load (8 containers, R = 2000/s): steady, a 429
 ## storm and a 30 s outage; a line per scenario, then one JSON line (steady at the top level).

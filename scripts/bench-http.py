@@ -6,6 +6,9 @@ returning a fixed body), in one run:
   - wrk (Debian's package): requests/s with 64 connections, the HTTP ceiling of this machine;
   - a Python aiohttp client (what users run today): the same records, POSTed one per record with
     64 in flight, its records/s and records per CPU-second of its process;
+  - the HTTP floor under fanout (the example `http_floor` of fanout-client, the same request
+    shape, 64 in flight): the container's reqwest client alone, then through the whole client
+    stack as the worker calls it; calls per CPU-second of its process;
   - `fanout local run` (scripts/bench-cpu.py): records/s and records per CPU-second of its process.
 Last line: one JSON object. Needs wrk, nginx and aiohttp: scripts/bench-setup.sh installs them.
 Run it through scripts/with-stack.sh (`make bench` does).
@@ -129,6 +132,21 @@ def aiohttp_loop(url, data):
     }
 
 
+def http_floor(url, calls):
+    """Calls per CPU-second of the example `http_floor`: reqwest alone, and the client stack."""
+    floor = {}
+    for mode in ("reqwest", "stack"):
+        run = subprocess.Popen([os.path.join(BIN, "examples", "http_floor"), mode, url, str(calls)],
+                               stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(run.pid, 0)
+        if status != 0:
+            sys.exit(f"bench-http: http_floor {mode} failed ({status})")
+        cpu = usage.ru_utime + usage.ru_stime
+        floor[mode] = {"calls_per_cpu_s": round(calls / cpu),
+                       "cpu_us_per_call": round(cpu * 1e6 / calls, 1)}
+    return floor
+
+
 def fanout(url, records):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "bench-cpu.py"), "--records", str(records),
@@ -162,6 +180,7 @@ def main():
             rows[name] = {
                 "wrk_requests_per_s": wrk(url),
                 "aiohttp": aiohttp_loop(url, data),
+                "floor": http_floor(url, args.records),
                 "fanout": fanout(url, args.records),
             }
         finally:

@@ -40,6 +40,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from lambda_runtime_api import QuietServer, RuntimeApi  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,33 +228,12 @@ class CountingProxy:
             return collections.Counter(self.counts)
 
 
-def aws_json(endpoint, target, body, service):
-    """One JSON-protocol request to the local AWS (unsigned but for a dummy SigV4 credential
-    scope, which the emulator reads the region from)."""
-    url = urllib.parse.urlsplit(endpoint)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    try:
-        conn.request("POST", "/", body=json.dumps(body), headers={
-            "Content-Type": "application/x-amz-json-1.0",
-            "X-Amz-Target": target,
-            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261203/us-east-1/"
-                             f"{service}/aws4_request, SignedHeaders=host, Signature=0",
-        })
-        answer = conn.getresponse()
-        data = answer.read()
-    finally:
-        conn.close()
-    if answer.status != 200:
-        sys.exit(f"bench-splitter: {target} failed ({answer.status}): {data[:500]!r}")
-    return json.loads(data or b"{}")
-
-
 def sqs(endpoint, op, body):
-    return aws_json(endpoint, f"AmazonSQS.{op}", body, "sqs")
+    return benchlib.sqs(endpoint, op, body, who="bench-splitter")
 
 
 def dynamodb(endpoint, op, body):
-    return aws_json(endpoint, f"DynamoDB_20120810.{op}", body, "dynamodb")
+    return benchlib.dynamodb(endpoint, op, body, who="bench-splitter")
 
 
 def s3_event(key, size):
@@ -269,16 +249,6 @@ def s3_event(key, size):
                "object": {"key": key, "size": size, "eTag": etag(size).strip('"'),
                           "sequencer": "0"}},
     }]}
-
-
-def read_rss_hwm(pid):
-    """The process's peak RSS (VmHWM, KiB): read before it is killed. Not wait4's ru_maxrss,
-    which for a child forked from this script counts the fork's copy of the Python process."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def split_once(args, binary, stand_in, proxy, endpoint, size, chunk_bytes, work):
@@ -333,7 +303,7 @@ def split_in(args, binary, api, stand_in, proxy, endpoint, size, chunk_bytes, wo
         wall = time.monotonic() - started
         s3_counts = collections.Counter(stand_in.counts) - s3_before
         aws_counts = (proxy.snapshot() if proxy else collections.Counter()) - aws_before
-        hwm = read_rss_hwm(process.pid)
+        hwm = benchlib.read_rss_hwm(process.pid)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

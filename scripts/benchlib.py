@@ -1,15 +1,18 @@
 """What the benchmark scripts share: the binaries they run, a free port, the mock API started and
-waited for, and `fanout local run` timed with the CPU and memory of its process (from wait4).
+waited for, `fanout local run` timed with the CPU and memory of its process (from wait4), a
+process's peak RSS, and requests to the local AWS.
 
 Python 3 standard library only; imported by the scripts next to it.
 """
 
+import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = os.path.join(ROOT, ".local")
@@ -123,3 +126,58 @@ def local_run(data, pipeline, name, api, workers, extra=(), prefix=()):
     if status != 0:
         sys.exit(f"fanout local run failed ({status}):\n{out}")
     return json.loads(out.strip().splitlines()[-1]), wall, usage
+
+
+def read_rss_hwm(pid):
+    """The process's peak RSS (VmHWM, KiB): read before it is killed. Not wait4's ru_maxrss,
+    which for a child forked from a Python script may count the fork's copy of the script."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def _local_aws(endpoint, method, path, body, headers, service, who, ok=(200,)):
+    """One request to the local AWS, unsigned but for a dummy SigV4 credential scope (the
+    emulator reads the region from it). Gives (status, headers, body)."""
+    url = urllib.parse.urlsplit(endpoint)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers={
+            **headers,
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261203/us-east-1/"
+                             f"{service}/aws4_request, SignedHeaders=host, Signature=0",
+        })
+        answer = conn.getresponse()
+        data = answer.read()
+    finally:
+        conn.close()
+    if answer.status not in ok:
+        sys.exit(f"{who}: {method} {path} ({service}) failed ({answer.status}): {data[:500]!r}")
+    return answer.status, dict(answer.getheaders()), data
+
+
+def aws_json(endpoint, target, body, service, who):
+    """One JSON-protocol request (SQS, DynamoDB) to the local AWS."""
+    _, _, data = _local_aws(endpoint, "POST", "/", json.dumps(body), {
+        "Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": target}, service, who)
+    return json.loads(data or b"{}")
+
+
+def sqs(endpoint, op, body, who):
+    return aws_json(endpoint, f"AmazonSQS.{op}", body, "sqs", who)
+
+
+def dynamodb(endpoint, op, body, who):
+    return aws_json(endpoint, f"DynamoDB_20120810.{op}", body, "dynamodb", who)
+
+
+def s3(endpoint, method, bucket, key="", body=None, who="bench", ok=(200,)):
+    """One path-style S3 request to the local AWS: (status, headers, body). `body` may be an
+    open file (sent as it is read)."""
+    headers = {}
+    if body is not None and hasattr(body, "fileno"):
+        headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
+    path = f"/{bucket}" + (f"/{urllib.parse.quote(key)}" if key else "")
+    return _local_aws(endpoint, method, path, body, headers, "s3", who, ok)

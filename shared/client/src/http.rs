@@ -8,6 +8,7 @@
 //!
 //! No timeout is set here: the timeout layer bounds the whole attempt, body included.
 
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,11 +38,17 @@ pub fn pooled_client() -> reqwest::Result<reqwest::Client> {
 pub struct HttpService {
     client: reqwest::Client,
     max_body: usize,
+    /// The origin of the first URL this service sent to, parsed once for all the calls after.
+    origin: Arc<OnceLock<ParsedOrigin>>,
 }
 
 impl HttpService {
     pub fn new(client: reqwest::Client, max_body: usize) -> Self {
-        Self { client, max_body }
+        Self {
+            client,
+            max_body,
+            origin: Arc::default(),
+        }
     }
 }
 
@@ -57,12 +64,69 @@ impl Service<ApiCall> for HttpService {
     fn call(&mut self, call: ApiCall) -> CallFuture {
         let client = self.client.clone();
         let max_body = self.max_body;
-        Box::pin(async move { send(&client, &call, max_body).await })
+        let origin = self.origin.clone();
+        Box::pin(async move { send(&client, &origin, &call, max_body).await })
     }
+}
+
+/// The scheme, credentials, host and port of a URL as written (`http://api.example.com:8080`)
+/// and as parsed. Every call of a pipeline usually goes to one origin: a URL that starts with it
+/// is parsed as a path relative to the parsed origin, which skips parsing the host again (with
+/// its IDNA mapping), a few percent of a call's CPU. The result is the same URL: a path-absolute
+/// reference takes everything but its path and query from its base.
+#[derive(Debug)]
+struct ParsedOrigin {
+    written: String,
+    parsed: reqwest::Url,
+}
+
+impl ParsedOrigin {
+    /// The origin of `url` (None when it has none to reuse: not parsable, or no host).
+    fn of(url: &str) -> Option<Self> {
+        let after_scheme = url.find("://")? + 3;
+        let end = url[after_scheme..]
+            .find(['/', '?', '#', '\\'])
+            .map_or(url.len(), |i| after_scheme + i);
+        let written = &url[..end];
+        let parsed = reqwest::Url::parse(written).ok()?;
+        parsed.has_host().then(|| Self {
+            written: written.to_string(),
+            parsed,
+        })
+    }
+
+    /// `url` parsed, relative to this origin when it starts with it.
+    fn parse(&self, url: &str) -> Result<reqwest::Url, url::ParseError> {
+        match url.strip_prefix(self.written.as_str()) {
+            // Not `//` or `/\`: those would name another host.
+            Some(rest) if rest.starts_with('/') && !rest[1..].starts_with(['/', '\\']) => {
+                reqwest::Url::options()
+                    .base_url(Some(&self.parsed))
+                    .parse(rest)
+            }
+            _ => reqwest::Url::parse(url),
+        }
+    }
+}
+
+/// `url` parsed, through the service's origin (set by the first URL that has one).
+fn parse_url(origin: &OnceLock<ParsedOrigin>, url: &str) -> Result<reqwest::Url, ClientError> {
+    let parsed = match origin.get() {
+        Some(origin) => origin.parse(url),
+        None => {
+            if let Some(first) = ParsedOrigin::of(url) {
+                let _ = origin.set(first);
+            }
+            reqwest::Url::parse(url)
+        }
+    };
+    // The rendered URL is valid (the config's check); the error would not say why.
+    parsed.map_err(|e| ClientError::InvalidRequest(format!("the request URL: {e}")))
 }
 
 async fn send(
     client: &reqwest::Client,
+    origin: &OnceLock<ParsedOrigin>,
     call: &ApiCall,
     max_body: usize,
 ) -> Result<ApiResponse, ClientError> {
@@ -72,17 +136,11 @@ async fn send(
         headers.append(name.clone(), value.clone());
     }
     let query = call.credential.as_ref().and_then(|c| c.apply(&mut headers));
-    let mut builder = match query {
-        None => client.request(req.method.clone(), &req.url),
-        Some((name, value)) => {
-            // The rendered URL is valid (the config's check); the error would not say why.
-            let mut url = reqwest::Url::parse(&req.url)
-                .map_err(|e| ClientError::InvalidRequest(format!("the request URL: {e}")))?;
-            url.query_pairs_mut().append_pair(name, value);
-            client.request(req.method.clone(), url)
-        }
+    let mut url = parse_url(origin, &req.url)?;
+    if let Some((name, value)) = query {
+        url.query_pairs_mut().append_pair(name, value);
     }
-    .headers(headers);
+    let mut builder = client.request(req.method.clone(), url).headers(headers);
     if let Some(body) = &req.body {
         builder = builder.body(body.clone());
     }
@@ -158,6 +216,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use tokio::net::TcpListener;
     use tower::ServiceExt;
 
@@ -302,5 +361,79 @@ mod tests {
     #[test]
     fn pooled_client_builds() {
         pooled_client().unwrap();
+    }
+
+    /// Through an origin parsed from the first URL, or parsed whole: the same URL, or the same
+    /// error.
+    fn both_ways(first: &str, url: &str) -> (Result<String, String>, Result<String, String>) {
+        let origin = OnceLock::new();
+        parse_url(&origin, first).unwrap();
+        let through = origin.get().expect("an origin").parse(url);
+        let whole = reqwest::Url::parse(url);
+        let show = |r: Result<reqwest::Url, url::ParseError>| {
+            r.map(|u| u.to_string()).map_err(|e| e.to_string())
+        };
+        (show(through), show(whole))
+    }
+
+    #[test]
+    fn a_url_of_the_first_origin_parses_as_if_whole() {
+        for (first, url) in [
+            (
+                "http://127.0.0.1:8080/a",
+                "http://127.0.0.1:8080/v1/users/7/score?email=a%40b.c",
+            ),
+            (
+                "https://API.Example.com/x",
+                "https://API.Example.com/a/./b/../c?q=1 2#frag",
+            ),
+            (
+                "https://user:pw@h.example/",
+                "https://user:pw@h.example/p?x=é&y=%zz",
+            ),
+            ("http://h:80/", "http://h:80/p\\q"),
+        ] {
+            let (through, whole) = both_ways(first, url);
+            assert_eq!(through, whole, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_names_another_host_is_parsed_whole() {
+        let origin = OnceLock::new();
+        parse_url(&origin, "http://a.example/x").unwrap();
+        for url in [
+            "http://a.example//b.example/p",
+            "http://a.example/\\b.example/p",
+            "http://a.example.evil/p",
+            "http://a.example:81/p",
+        ] {
+            assert_eq!(
+                parse_url(&origin, url).unwrap(),
+                reqwest::Url::parse(url).unwrap(),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            parse_url(&origin, "http://a.example.evil/p")
+                .unwrap()
+                .host_str(),
+            Some("a.example.evil")
+        );
+    }
+
+    proptest! {
+        /// Any path, query and fragment after the first URL's origin parses the same both ways.
+        #[test]
+        fn paths_after_the_origin_parse_as_if_whole(
+            origin in prop::sample::select(vec![
+                "http://127.0.0.1:8080", "https://api.example.com", "http://Bücher.example:8000",
+                "https://u:p@h.example",
+            ]),
+            rest in "/[a-zA-Z0-9%./?#=&@:;+ \\\\é\t{}|^`\\[\\]-]{0,40}",
+        ) {
+            let (through, whole) = both_ways(&format!("{origin}/first"), &format!("{origin}{rest}"));
+            prop_assert_eq!(through, whole);
+        }
     }
 }
